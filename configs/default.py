@@ -1,0 +1,82 @@
+"""Shared defaults for every config. Other configs start from `get_base_config()` and override.
+
+The config is locked by `config_flags`, so `--config.model.dd=1` (a typo) is an error.
+"""
+
+import ml_collections
+
+
+def get_base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.data_dir = ""  # a prepared dataset (python -m lgcd_jax.data.prepare)
+  c.direction = "A2B"  # "A2B" or "B2A": source domain -> target domain
+  c.method = "lgcd"  # lgcd | popularity | cooccurrence | mf | emcdr | dmcdr | llm_only
+  c.seed = 0
+  c.workdir = ""  # --workdir flag wins; empty means workdirs/<config name>
+  # Synthetic demo data is prepared in-process when data_dir is empty and this is set.
+  c.synthetic = ml_collections.ConfigDict({"enabled": False, "scale": 1.0, "seed": 0})
+
+  c.data = ml_collections.ConfigDict()
+  c.data.maxlen = 50  # sequences are truncated to their most recent `maxlen` items
+  c.data.clue_len = 20  # clue items per user
+  c.data.batch_size = 256
+  c.data.eval_batch_size = 512
+
+  # Language clues (pseudo-overlap). An empty clue_dir means: compute bridge clues in-process.
+  c.clues = ml_collections.ConfigDict()
+  c.clues.clue_dir = ""
+  c.clues.bridge_k = 50  # neighbours for the bridge
+  c.clues.bridge_mode = "neighbours"  # neighbours | text
+  c.clues.text_weight = 0.0  # weight of title-embedding similarity in the bridge's neighbour score
+  c.clues.encoder = "hashing"  # hashing | minilm
+  c.clues.encoder_path = ""  # a sentence-transformers folder for minilm
+  c.clues.text_dim = 384
+
+  c.baselines = ml_collections.ConfigDict()
+  c.baselines.mf_rank = 64
+  c.baselines.mf_iters = 4  # subspace iterations of the randomized SVD
+  c.baselines.cooc_normalize = False
+
+  c.model = ml_collections.ConfigDict()
+  c.model.d = 64
+  c.model.heads = 2
+  c.model.encoder_layers = 2
+  c.model.denoiser_layers = 2
+  c.model.dropout = 0.1
+  c.model.num_experts = 4
+  c.model.diffusion_steps = 100  # T
+  c.model.beta_schedule = "linear"  # linear | cosine | exp
+  c.model.beta_start = 1e-4
+  c.model.beta_end = 0.02
+  c.model.conditioning = "cross_attention"  # cross_attention | linear | cfg | collab_only | semantic_only
+  c.model.cfg_dropout = 0.1
+  c.model.cfg_weight = 2.0
+  c.model.use_diffusion = True
+  c.model.use_pseudo = True
+  c.model.use_alignment = True
+  c.model.use_guesser = True
+  c.model.use_moe = True
+  c.model.cyclic_batch = True
+  c.model.cycle = "real,pseudo,pseudo"
+  c.model.guess_start_step = 50  # T' < T: the reverse chain starts from the guess noised to T'
+  c.model.sampler = "ddim"  # ddpm | ddim
+  c.model.sample_steps = 10  # S for DDIM
+
+  c.train = ml_collections.ConfigDict()
+  c.train.encoder_steps = 500
+  c.train.steps = 2000
+  c.train.lr = 1e-3
+  c.train.weight_decay = 0.0
+  c.train.warmup_steps = 100
+  c.train.grad_clip = 1.0
+  c.train.alignment_weight = 0.1  # lambda
+  c.train.alignment_temperature = 0.1
+  c.train.rec_weight = 1.0
+  c.train.guesser_weight = 1.0
+  c.train.pseudo_weight = 0.3
+  c.train.eval_every = 250
+  c.train.log_every = 50
+  c.train.patience = 4  # evals without validation improvement before stopping
+  c.train.select_metric = "sampled/HR@5"
+  c.train.checkpoint_every = 250
+  return c

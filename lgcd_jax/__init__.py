@@ -1,0 +1,3 @@
+"""LGCD in JAX: language-guided conditional diffusion for cross-domain recommendation."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Raw data -> prepared dataset -> batches. See `prepared.py` for the on-disk format."""

@@ -1,0 +1,60 @@
+"""Atomic writes: a crash never leaves a half-written file or directory where a finished one belongs."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_directory(final: str | os.PathLike, overwrite: bool = False):
+  """Yields a fresh temporary directory next to `final`; renames it into place only on success.
+
+  On any exception the temporary directory is removed and `final` is untouched.
+  """
+  final = Path(final)
+  if final.exists() and not overwrite:
+    raise FileExistsError(f"{final} already exists (pass --overwrite to replace it)")
+  final.parent.mkdir(parents=True, exist_ok=True)
+  tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+  try:
+    yield tmp
+    if final.exists():
+      # Two renames; the old copy is only deleted once the new one is in place.
+      trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+      os.rename(final, trash / "old")
+      os.rename(tmp, final)
+      shutil.rmtree(trash, ignore_errors=True)
+    else:
+      os.rename(tmp, final)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+  try:
+    with os.fdopen(fd, "wb") as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(FileNotFoundError):
+      os.unlink(tmp)
+    raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+  atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj, indent: int | None = 2) -> None:
+  atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=False) + "\n")
