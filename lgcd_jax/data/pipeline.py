@@ -1,0 +1,449 @@
+"""The input pipeline: prepared data + clues -> fixed-shape numpy batches, as grain datasets.
+
+Every per-user array is padded once, when a pool is built; a batch is then fancy indexing. Training
+datasets are infinite `grain.MapDataset`s whose element i is the global batch of training step i, a pure
+function of (seed, i): resuming from a saved step (or grain iterator state) gives exactly the batches an
+uninterrupted run would have seen. Each pool is read as an endless stream of per-epoch permutations
+(epoch e is shuffled with a seed derived from (seed, stream, e)); batch k of a stream is positions
+[k*B, (k+1)*B) of it, so every user is visited exactly once per epoch and batches may straddle epochs.
+
+## The batch contract (shared by the input pipeline and the model)
+All batches are dicts of numpy arrays with fixed shapes. Item inputs are shifted by +1 so that 0 is padding
+(input index = domain index + 1); labels and negatives stay 0-based domain indices (they index score columns
+directly: score column j is item j). Sequences are LEFT-padded: the most recent item is at position L-1.
+
+Single-domain sequence batch (encoder pre-training, next-item objective), per domain:
+  seq        int32 [B, maxlen+1]   items+1, left-padded; inputs are seq[:, :-1], targets seq[:, 1:]
+  weight     float32 [B]           1 for real rows, 0 for padding rows
+
+Training pair batch (the diffusion model), direction src->tgt:
+  src        int32 [B, maxlen]     source-domain items+1, left-padded
+  tgt        int32 [B, maxlen]     target-domain sequence items+1, left-padded: the real target sequence
+                                   (real pathway) or the pseudo sequence built from clue items (pseudo pathway;
+                                   the clue items in reverse LLM order so that the most likely item is last)
+  tgt_weight float32 [B, maxlen]   1.0 for real items, the clue similarity for pseudo items, 0 for padding
+  clue       int32 [B, clue_len]   the user's clue items (target domain)+1 in LLM order (most likely first),
+                                   RIGHT-padded with 0
+  clue_sim   float32 [B, clue_len] similarity of each clue item (0 for padding)
+  summary    float32 [B, text_dim] embedding of the LLM's preference summary (zeros if none)
+  has_summary float32 [B]          1 if summary is present
+  real       int32 [B]             1 = real pathway (overlap user), 0 = pseudo pathway
+  weight     float32 [B]           1 for actual examples, 0 for padding rows
+  user       int32 [B]             row index of the user within its pool, -1 for padding (debugging only)
+
+Evaluation batch, direction src->tgt:
+  src, clue, clue_sim, summary, has_summary   as above
+  label      int32 [B]             target-domain index (0-based) of the held-out item
+  negatives  int32 [B, num_neg]    fixed sampled negatives (0-based), never the label
+  weight     float32 [B]           1 for real users, 0 for padding rows (the last batch is padded, never dropped)
+  user       int32 [B]             row index in the eval split, -1 for padding
+
+Choices of this module within the contract: training batches are always full (weight 1, user >= 0);
+the padding rows of the last eval batch repeat the split's last user (with weight 0 and user -1) rather
+than being all zeros, so that a model never sees an all-padding sequence that could yield NaN scores
+(NaN * 0 is still NaN in a weighted sum).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import sys
+from typing import Sequence
+
+import grain
+import numpy as np
+
+from lgcd_jax.data.clues import ClueSet
+from lgcd_jax.data.prepared import DOMAINS, PreparedDataset, Ragged, direction_domains
+
+POOL_NAMES = ("real", "pseudo")
+# Stream ids keep the permutations of different streams independent under one seed.
+_STREAM_IDS = {"seq:A": 0, "seq:B": 1, "real": 2, "pseudo": 3, "mixed": 4}
+
+
+def pad_left(seq: Sequence, length: int, shift: int = 1, dtype=np.int32) -> np.ndarray:
+  """The most recent `length` items, +shift, left-padded with 0: the last item lands at length-1."""
+  seq = np.asarray(seq).reshape(-1)[-length:] if length > 0 else np.zeros(0)
+  out = np.zeros(length, dtype=dtype)
+  if len(seq):
+    out[length - len(seq):] = seq + shift
+  return out
+
+
+def pad_right(seq: Sequence, length: int, shift: int = 1, dtype=np.int32) -> np.ndarray:
+  """The first `length` items, +shift, right-padded with 0 (clues keep the most likely items)."""
+  seq = np.asarray(seq).reshape(-1)[:length]
+  out = np.zeros(length, dtype=dtype)
+  out[:len(seq)] = seq + shift
+  return out
+
+
+def _ragged_pad(values: np.ndarray, offsets: np.ndarray, length: int, *, left: bool, shift=0,
+                dtype=np.int32) -> np.ndarray:
+  """pad_left / pad_right of every row of a ragged array at once, without a Python loop over rows."""
+  offsets = np.asarray(offsets, np.int64)
+  n = len(offsets) - 1
+  keep = np.minimum(np.diff(offsets), length)
+  out = np.zeros((n, length), dtype=dtype)
+  total = int(keep.sum())
+  if total == 0:
+    return out
+  rows = np.repeat(np.arange(n), keep)
+  j = np.arange(total) - np.repeat(np.cumsum(keep) - keep, keep)  # position within the kept part
+  if left:  # the most recent items, ending at column length-1
+    src = np.repeat(offsets[1:] - keep, keep) + j
+    cols = np.repeat(length - keep, keep) + j
+  else:  # the first items, starting at column 0
+    src = np.repeat(offsets[:-1], keep) + j
+    cols = j
+  out[rows, cols] = values[src] + shift
+  return out
+
+
+def pad_ragged_left(r: Ragged, length: int, shift: int = 1) -> np.ndarray:
+  """[len(r), length] int32: pad_left of every row."""
+  return _ragged_pad(r.values, r.offsets, length, left=True, shift=shift)
+
+
+def _select_rows(r: Ragged, rows: np.ndarray) -> tuple[Ragged, np.ndarray]:
+  """The sub-ragged array of `rows` (in that order), and where its values sit in `r.values`."""
+  rows = np.asarray(rows, np.int64)
+  lengths = np.diff(r.offsets)[rows]
+  offsets = np.zeros(len(rows) + 1, np.int64)
+  np.cumsum(lengths, out=offsets[1:])
+  idx = np.repeat(r.offsets[:-1][rows], lengths) + np.arange(offsets[-1]) - np.repeat(offsets[:-1],
+                                                                                     lengths)
+  return Ragged(r.values[idx], offsets), idx
+
+
+def _permutation_stream(seed: int, stream: str, n: int):
+  """positions -> rows: the endless concatenation of per-epoch permutations of range(n)."""
+
+  @functools.lru_cache(maxsize=4)  # a batch touches at most two epochs; thread-safe
+  def perm(epoch: int) -> np.ndarray:
+    rng = np.random.default_rng(np.random.SeedSequence([seed, _STREAM_IDS[stream], epoch]))
+    return rng.permutation(n)
+
+  def rows(start: int, count: int) -> np.ndarray:
+    pos = np.arange(start, start + count, dtype=np.int64)
+    epochs, within = np.divmod(pos, n)
+    out = np.empty(count, np.int64)
+    for e in np.unique(epochs):
+      sel = epochs == e
+      out[sel] = perm(int(e))[within[sel]]
+    return out
+
+  return rows
+
+
+def _infinite(fn) -> grain.MapDataset:
+  """An (effectively) infinite MapDataset whose element i is fn(i)."""
+  return grain.MapDataset.range(sys.maxsize).map(fn)
+
+
+def _process_range(batch_size: int, process_index: int | None, process_count: int | None):
+  if process_index is None or process_count is None:
+    import jax  # pylint: disable=g-import-not-at-top  (only needed for the multi-host default)
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+  if process_count < 1 or not 0 <= process_index < process_count:
+    raise ValueError(f"bad process_index {process_index} / process_count {process_count}")
+  if batch_size % process_count:
+    raise ValueError(f"global batch size {batch_size} does not divide by process_count "
+                     f"{process_count}")
+  per = batch_size // process_count
+  return process_index * per, (process_index + 1) * per
+
+
+def process_slice(batch: dict[str, np.ndarray], process_index: int,
+                  process_count: int) -> dict[str, np.ndarray]:
+  """This process's contiguous rows of a global batch (the global batch size must divide evenly)."""
+  sizes = {len(v) for v in batch.values()}
+  if len(sizes) != 1:
+    raise ValueError(f"batch arrays disagree on the batch size: {sorted(sizes)}")
+  lo, hi = _process_range(sizes.pop(), process_index, process_count)
+  return {k: v[lo:hi] for k, v in batch.items()}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Single-domain sequences (encoder pre-training).
+
+
+def sequence_dataset(ds: PreparedDataset, domain: str, maxlen: int, batch_size: int, seed: int, *,
+                     process_index: int | None = None,
+                     process_count: int | None = None) -> grain.MapDataset:
+  """Infinite batches {seq, weight} over every sequence of `domain` with at least 2 items."""
+  if domain not in DOMAINS:
+    raise ValueError(f"domain must be one of {DOMAINS}, got {domain!r}")
+  seqs = np.concatenate([pad_ragged_left(r, maxlen + 1)[r.lengths() >= 2]
+                         for r in ds.domain_sequences(domain)])
+  if len(seqs) == 0:
+    raise ValueError(f"domain {domain} has no sequence of length >= 2")
+  lo, hi = _process_range(batch_size, process_index, process_count)
+  rows_of = _permutation_stream(seed, f"seq:{domain}", len(seqs))
+  weight = np.ones(hi - lo, np.float32)
+
+  def batch(step: int) -> dict[str, np.ndarray]:
+    rows = rows_of(step * batch_size + lo, hi - lo)
+    return {"seq": seqs[rows], "weight": weight.copy()}
+
+  return _infinite(batch)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Training pairs: the real and the pseudo pool.
+
+
+@dataclasses.dataclass
+class Pool:
+  """One pathway's users, padded once; `batch(rows)` is fancy indexing."""
+
+  name: str  # "real" / "pseudo"
+  src: np.ndarray  # [n, maxlen] int32
+  tgt: np.ndarray  # [n, maxlen] int32
+  tgt_weight: np.ndarray  # [n, maxlen] float32
+  clue: np.ndarray  # [n, clue_len] int32
+  clue_sim: np.ndarray  # [n, clue_len] float32
+  summary_row: np.ndarray  # [n] int64 rows of the shared summary table (its last row is zeros)
+  summary_table: np.ndarray  # [m + 1, text_dim] float32
+  user: np.ndarray  # [n] int32 row of the user within its prepared pool
+
+  def __len__(self) -> int:
+    return len(self.src)
+
+  def batch(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+    srow = self.summary_row[rows]
+    return {
+        "src": self.src[rows],
+        "tgt": self.tgt[rows],
+        "tgt_weight": self.tgt_weight[rows],
+        "clue": self.clue[rows],
+        "clue_sim": self.clue_sim[rows],
+        "summary": self.summary_table[srow],
+        "has_summary": (srow < len(self.summary_table) - 1).astype(np.float32),
+        "real": np.full(len(rows), self.name == "real", np.int32),
+        "weight": np.ones(len(rows), np.float32),
+        "user": self.user[rows],
+    }
+
+
+class _ClueArrays:
+  """Per-user clue arrays (clue, clue_sim, summary_row) gathered from a ClueSet, or empty ones."""
+
+  def __init__(self, clues: ClueSet | None, direction: str, num_target_items: int, clue_len: int,
+               text_dim: int):
+    self.clues, self.clue_len = clues, clue_len
+    if clues is None:
+      self.table = np.zeros((1, text_dim), np.float32)
+      return
+    if clues.direction != direction:
+      raise ValueError(f"clues are for {clues.direction}, the pipeline for {direction}")
+    if clues.text_dim != text_dim:
+      raise ValueError(f"clue summaries have text_dim {clues.text_dim}, the config says {text_dim}")
+    if len(clues.items.values) and (clues.items.values.min() < 0 or
+                                    clues.items.values.max() >= num_target_items):
+      raise ValueError(f"clue item indices fall outside the target catalogue [0, {num_target_items})")
+    # Users without a summary point at the appended zero row, so has_summary is one comparison.
+    self.table = np.concatenate([clues.summary_emb.astype(np.float32),
+                                 np.zeros((1, text_dim), np.float32)])
+
+  def rows(self, pool: str, user_ids) -> np.ndarray:
+    return (np.full(len(user_ids), -1, np.int64) if self.clues is None
+            else self.clues.rows(pool, user_ids))
+
+  def gather(self, rows: np.ndarray):
+    """(items Ragged, sims Ragged-aligned values, clue, clue_sim, summary_row) for clue rows (-1: none)."""
+    n = len(rows)
+    zero_row = len(self.table) - 1
+    if self.clues is None:
+      empty = Ragged(np.zeros(0, np.int32), np.zeros(n + 1, np.int64))
+      return (empty, np.zeros(0, np.float32), np.zeros((n, self.clue_len), np.int32),
+              np.zeros((n, self.clue_len), np.float32), np.full(n, zero_row, np.int64))
+    have = rows >= 0
+    # Users without a clue read an extra empty row appended after the last one.
+    items = Ragged(self.clues.items.values,
+                   np.concatenate([self.clues.items.offsets, self.clues.items.offsets[-1:]]))
+    sub, idx = _select_rows(items, np.where(have, rows, len(self.clues)))
+    sims = self.clues.sims[idx].astype(np.float32)
+    clue = _ragged_pad(sub.values, sub.offsets, self.clue_len, left=False, shift=1)
+    clue_sim = _ragged_pad(sims, sub.offsets, self.clue_len, left=False, dtype=np.float32)
+    has_summary = np.append(self.clues.has_summary.astype(bool), False)  # [-1] -> False
+    srow = np.where(have & has_summary[rows], rows, zero_row)
+    return sub, sims, clue, clue_sim, srow
+
+
+@dataclasses.dataclass
+class PairPools:
+  """The real pool (training overlap users) and the pseudo pool (single-domain source users + clues)."""
+
+  direction: str
+  real: Pool
+  pseudo: Pool
+  counts: dict  # real / pseudo sizes and the users left out, for the run's log
+  clue_source: str | None  # where the clues came from ("bridge:neighbours", ...): results say which
+
+  @classmethod
+  def build(cls, ds: PreparedDataset, direction: str, clues: ClueSet | None, *, maxlen: int,
+            clue_len: int, text_dim: int) -> "PairPools":
+    src_dom, tgt_dom = direction_domains(direction)
+    ca = _ClueArrays(clues, direction, ds.num_items(tgt_dom), clue_len, text_dim)
+
+    # Real pathway: overlap users with both sides; their clue (pool "overlap") when there is one.
+    ov = ds.pools["overlap"]
+    ok = np.flatnonzero((ov[src_dom].lengths() > 0) & (ov[tgt_dom].lengths() > 0))
+    ov_ids = ds.pool_user_ids["overlap"]
+    crow = ca.rows("overlap", ov_ids[ok])
+    _, _, clue, clue_sim, srow = ca.gather(crow)
+    tgt_seqs, _ = _select_rows(ov[tgt_dom], ok)
+    tgt = pad_ragged_left(tgt_seqs, maxlen)
+    real = Pool("real", pad_ragged_left(_select_rows(ov[src_dom], ok)[0], maxlen), tgt,
+                (tgt > 0).astype(np.float32), clue, clue_sim, srow, ca.table, ok.astype(np.int32))
+
+    # Pseudo pathway: single-domain source users; tgt = clue items reversed (most likely last).
+    single = f"{src_dom}_only"
+    s_ids = ds.pool_user_ids[single]
+    s_src = ds.pools[single][src_dom]
+    crow_all = ca.rows(single, s_ids)
+    n_items = np.zeros(len(s_ids), np.int64)
+    if clues is not None:
+      n_items[crow_all >= 0] = clues.items.lengths()[crow_all[crow_all >= 0]]
+    keep = np.flatnonzero((n_items > 0) & (s_src.lengths() > 0))
+    items, sims, clue, clue_sim, srow = ca.gather(crow_all[keep])
+    # Reverse LLM order within each row: keep the `maxlen` most likely, most likely at the end.
+    rev_items = Ragged(*_reverse_rows(items.values, items.offsets, maxlen))
+    rev_sims, _ = _reverse_rows(sims, items.offsets, maxlen)
+    tgt = pad_ragged_left(rev_items, maxlen)
+    tgt_w = _ragged_pad(rev_sims, rev_items.offsets, maxlen, left=True, dtype=np.float32)
+    pseudo = Pool("pseudo", pad_ragged_left(_select_rows(s_src, keep)[0], maxlen), tgt, tgt_w, clue,
+                  clue_sim, srow, ca.table, keep.astype(np.int32))
+
+    counts = {
+        "real": len(real),
+        "real_with_clue": int(np.sum(crow >= 0)),
+        "real_left_out_empty": int(len(ov_ids) - len(ok)),
+        "pseudo": len(pseudo),
+        "pseudo_left_out_no_clue": int(np.sum((n_items == 0) & (s_src.lengths() > 0))),
+        "pseudo_left_out_empty_source": int(np.sum(s_src.lengths() == 0)),
+    }
+    return cls(direction, real, pseudo, counts, None if clues is None else clues.source)
+
+
+def _reverse_rows(values: np.ndarray, offsets: np.ndarray, keep: int):
+  """Each row's first `keep` values, reversed: (values, offsets) of the new ragged array."""
+  offsets = np.asarray(offsets, np.int64)
+  lengths = np.minimum(np.diff(offsets), keep)
+  new_off = np.zeros(len(lengths) + 1, np.int64)
+  np.cumsum(lengths, out=new_off[1:])
+  j = np.arange(new_off[-1]) - np.repeat(new_off[:-1], lengths)
+  src = np.repeat(offsets[:-1] + lengths - 1, lengths) - j
+  return values[src], new_off
+
+
+def train_dataset(pools: PairPools, batch_size: int, seed: int,
+                  cycle: Sequence[str] = ("real", "pseudo", "pseudo"), cyclic: bool = True,
+                  use_pseudo: bool = True, *, process_index: int | None = None,
+                  process_count: int | None = None) -> grain.MapDataset:
+  """Infinite pair batches; element i is (this process's slice of) the global batch of step i.
+
+  cyclic: step i draws from pool cycle[i % len(cycle)], walking that pool's per-epoch permutations.
+  Not cyclic (the ablation): each batch is drawn from the union of both pools, so the real share of a
+  batch follows the real pool's share of the union. use_pseudo=False: the real pool only.
+  """
+  lo, hi = _process_range(batch_size, process_index, process_count)
+  if len(pools.real) == 0:
+    raise ValueError("the real pool is empty: no overlap user has both a source and a target sequence")
+  if use_pseudo and len(pools.pseudo) == 0:
+    raise ValueError(f"the pseudo pool is empty (no clues for the single-domain users of "
+                     f"{pools.direction}); load clues or set use_pseudo=False")
+  by_name = {"real": pools.real, "pseudo": pools.pseudo}
+  streams = {name: _permutation_stream(seed, name, len(p)) for name, p in by_name.items() if len(p)}
+
+  if not use_pseudo:
+    def batch(step: int):
+      return pools.real.batch(streams["real"](step * batch_size + lo, hi - lo))
+    return _infinite(batch)
+
+  if cyclic:
+    cycle = tuple(cycle)
+    bad = set(cycle) - set(POOL_NAMES)
+    if not cycle or bad:
+      raise ValueError(f"cycle must be a non-empty sequence of {POOL_NAMES}, got {cycle!r}")
+    per_cycle = {name: cycle.count(name) for name in POOL_NAMES}
+    # before[j]: how often cycle[j] occurs in cycle[:j], i.e. which of the pool's turns step j is.
+    before = [cycle[:j].count(cycle[j]) for j in range(len(cycle))]
+
+    def batch(step: int):
+      rounds, j = divmod(step, len(cycle))
+      name = cycle[j]
+      k = rounds * per_cycle[name] + before[j]  # this pool's k-th batch
+      return by_name[name].batch(streams[name](k * batch_size + lo, hi - lo))
+    return _infinite(batch)
+
+  n_real = len(pools.real)
+  mixed = _permutation_stream(seed, "mixed", n_real + len(pools.pseudo))
+
+  def batch(step: int):
+    rows = mixed(step * batch_size + lo, hi - lo)
+    is_real = rows < n_real
+    a, b = pools.real.batch(rows[is_real]), pools.pseudo.batch(rows[~is_real] - n_real)
+    out = {}
+    for key, va in a.items():
+      out[key] = np.empty((len(rows),) + va.shape[1:], va.dtype)
+      out[key][is_real], out[key][~is_real] = va, b[key]
+    return out
+  return _infinite(batch)
+
+
+def make_train_iterator(dataset: grain.MapDataset, start_step: int = 0,
+                        read_options: grain.ReadOptions | None = None) -> grain.DatasetIterator:
+  """A grain iterator over `dataset` from element `start_step`.
+
+  Its `get_state()` is a small JSON-able dict; `set_state()` of a saved state continues exactly where
+  the saved iterator was. Batch assembly is cheap, so a couple of threads and a short buffer suffice.
+  """
+  if read_options is None:
+    read_options = grain.ReadOptions(num_threads=2, prefetch_buffer_size=8)
+  it = dataset.to_iter_dataset(read_options).__iter__()
+  if start_step:
+    state = it.get_state()
+    if "next_index" not in state:  # guard against a grain whose state layout changed
+      raise RuntimeError(f"unexpected grain iterator state {state!r}")
+    it.set_state({**state, "next_index": int(start_step)})
+  return it
+
+
+# ----------------------------------------------------------------------------------------------------
+# Evaluation.
+
+
+def eval_batches(ds: PreparedDataset, direction: str, split: str, clues: ClueSet | None, maxlen: int,
+                 clue_len: int, text_dim: int, batch_size: int) -> grain.MapDataset:
+  """Batches covering every user of the split exactly once, in order; the last is padded (weight 0)."""
+  _, tgt_dom = direction_domains(direction)
+  users = ds.eval[direction][split]
+  n = len(users)
+  ca = _ClueArrays(clues, direction, ds.num_items(tgt_dom), clue_len, text_dim)
+  _, _, clue, clue_sim, srow = ca.gather(ca.rows(split, users.user_ids))
+  src = pad_ragged_left(users.source, maxlen)
+  label = np.asarray(users.label, np.int32)
+  negatives = np.asarray(users.negatives, np.int32)
+  num_batches = -(-n // batch_size)
+
+  def batch(b: int) -> dict[str, np.ndarray]:
+    pos = np.arange(b * batch_size, (b + 1) * batch_size)
+    real = pos < n
+    rows = np.minimum(pos, n - 1)  # padding rows repeat the last user (see the module docstring)
+    return {
+        "src": src[rows],
+        "clue": clue[rows],
+        "clue_sim": clue_sim[rows],
+        "summary": ca.table[srow[rows]],
+        "has_summary": (srow[rows] < len(ca.table) - 1).astype(np.float32),
+        "label": label[rows],
+        "negatives": negatives[rows],
+        "weight": real.astype(np.float32),
+        "user": np.where(real, rows, -1).astype(np.int32),
+    }
+
+  return grain.MapDataset.range(num_batches).map(batch)

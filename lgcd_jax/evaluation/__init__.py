@@ -1,0 +1,1 @@
+"""Ranking metrics and the evaluation loop shared by LGCD and every baseline."""

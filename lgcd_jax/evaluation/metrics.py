@@ -1,0 +1,60 @@
+"""Tie-aware ranking metrics (DESIGN.md §3), pure and jittable.
+
+rank = (# candidates scoring strictly higher than the positive) + 0.5 * (# other candidates tied with it),
+0-based. So a model that gives every item the same score ranks each positive in the middle and scores
+near zero, never perfectly. HR@K = 1[rank < K], NDCG@K = 1[rank < K] / log2(rank + 2), MRR = 1 / (rank + 1).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+HR_KS = (1, 5, 10)
+NDCG_KS = (5, 10)
+METRIC_NAMES = tuple([f"HR@{k}" for k in HR_KS] + [f"NDCG@{k}" for k in NDCG_KS] + ["MRR"])
+
+
+def rank_among(pos_score: jax.Array, cand_scores: jax.Array) -> jax.Array:
+  """pos_score [B], cand_scores [B, N] (the positive not among them) -> tie-aware 0-based rank [B]."""
+  pos = pos_score[:, None]
+  higher = jnp.sum(cand_scores > pos, axis=-1)
+  ties = jnp.sum(cand_scores == pos, axis=-1)
+  return higher.astype(jnp.float32) + 0.5 * ties.astype(jnp.float32)
+
+
+def full_ranks(scores: jax.Array, label: jax.Array) -> jax.Array:
+  """Rank of `label` among all items: scores [B, N], label [B] 0-based."""
+  pos = jnp.take_along_axis(scores, label[:, None], axis=-1)[:, 0]
+  higher = jnp.sum(scores > pos[:, None], axis=-1)
+  ties = jnp.sum(scores == pos[:, None], axis=-1) - 1  # the positive ties with itself
+  return higher.astype(jnp.float32) + 0.5 * ties.astype(jnp.float32)
+
+
+def sampled_ranks(scores: jax.Array, label: jax.Array, negatives: jax.Array) -> jax.Array:
+  """Rank of `label` among itself + its fixed negatives [B, K]."""
+  pos = jnp.take_along_axis(scores, label[:, None], axis=-1)[:, 0]
+  neg = jnp.take_along_axis(scores, negatives, axis=-1)
+  return rank_among(pos, neg)
+
+
+def metrics_from_ranks(rank: jax.Array) -> dict[str, jax.Array]:
+  """Per-user metric values [B] for each name in METRIC_NAMES."""
+  out = {}
+  for k in HR_KS:
+    out[f"HR@{k}"] = (rank < k).astype(jnp.float32)
+  for k in NDCG_KS:
+    out[f"NDCG@{k}"] = jnp.where(rank < k, 1.0 / jnp.log2(rank + 2.0), 0.0)
+  out["MRR"] = 1.0 / (rank + 1.0)
+  return out
+
+
+@jax.jit
+def batch_metric_sums(scores: jax.Array, label: jax.Array, negatives: jax.Array,
+                      weight: jax.Array) -> dict[str, dict[str, jax.Array]]:
+  """Weighted sums over a batch for both protocols; padding rows have weight 0."""
+  out = {}
+  for name, rank in (("full", full_ranks(scores, label)),
+                     ("sampled", sampled_ranks(scores, label, negatives))):
+    out[name] = {k: jnp.sum(v * weight) for k, v in metrics_from_ranks(rank).items()}
+  return out

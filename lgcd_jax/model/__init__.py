@@ -1,0 +1,1 @@
+"""Model: sequence encoders, the conditional diffusion and its denoiser."""
