@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import functools
-
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -402,7 +401,7 @@ def _count_eqns(jaxpr) -> int:
   n = 0
   for eqn in jaxpr.eqns:
     n += 1
-    for sub in jax.core.jaxprs_in_params(eqn.params):
+    for sub in jax.extend.core.jaxprs_in_params(eqn.params):
       n += _count_eqns(sub)
   return n
 

@@ -1,10 +1,11 @@
 """Language clues (pseudo-overlap): the record format the LLM pipelines write and training reads.
 
-A clue is what an LLM (or the offline bridge) says a user would want in the target domain: a ranked list
-of target-domain items (already mapped from descriptions to real items, most likely first, each with the
-similarity of the mapping) and the embedding of a short preference summary. One `ClueSet` holds the clues
-of one direction for users of any pool: training single-domain users ("A_only" / "B_only"), training
-overlap users ("overlap", shown only their source side) and held-out users ("valid" / "test").
+A clue is what an LLM (or the offline bridge) says a user would want in the target domain: a ranked
+list of target-domain items (already mapped from descriptions to real items, most likely first, each
+with the similarity of the mapping) and the embedding of a short preference summary. One `ClueSet`
+holds the clues of one direction for users of any pool: training single-domain users ("A_only" /
+"B_only"), training overlap users ("overlap", shown only their source side) and held-out users
+("valid" / "test").
 
 On disk, one directory per direction:
 
@@ -13,10 +14,10 @@ On disk, one directory per direction:
                                                          num_users, shards, shard_sizes}; written last,
                                                          so a directory without it is incomplete.
 
-A shard holds `user_ids`, `pools` (str), `items.values` (int32) / `items.offsets` (int64, rebased to the
-shard), `sims` (float32, aligned with `items.values`), `summary_emb` [n, text_dim] float32, `has_summary`
-(bool) and the summaries as UTF-8 bytes (`summaries.bytes` uint8 / `summaries.offsets` int64), so that one
-long summary does not widen every row of a fixed-width string array.
+A shard holds `user_ids`, `pools` (str), `items.values` (int32) / `items.offsets` (int64, rebased to
+the shard), `sims` (float32, aligned with `items.values`), `summary_emb` [n, text_dim] float32,
+`has_summary` (bool) and the summaries as UTF-8 bytes (`summaries.bytes` uint8 / `summaries.offsets`
+int64), so that one long summary does not widen every row of a fixed-width string array.
 """
 
 from __future__ import annotations
@@ -288,8 +289,9 @@ def merge_clues(parts: list[ClueSet]) -> ClueSet:
   if len(dims) != 1:
     raise ValueError(f"cannot merge clues with summary embeddings of different sizes {sorted(dims)}")
   text_dim = dims.pop()
-  resized = [p if p.text_dim == text_dim else
-             dataclasses.replace(p, summary_emb=np.zeros((len(p), text_dim), np.float32)) for p in parts]
+  resized = [p if p.text_dim == text_dim
+             else dataclasses.replace(p, summary_emb=np.zeros((len(p), text_dim), np.float32))
+             for p in parts]
   sources = list(dict.fromkeys(p.source for p in parts))
   merged = _concat(resized, parts[0].direction, "+".join(sources), text_dim)
   validate_clues(merged)

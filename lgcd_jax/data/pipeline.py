@@ -112,15 +112,15 @@ def _select_rows(r: Ragged, rows: np.ndarray) -> tuple[Ragged, np.ndarray]:
   lengths = np.diff(r.offsets)[rows]
   offsets = np.zeros(len(rows) + 1, np.int64)
   np.cumsum(lengths, out=offsets[1:])
-  idx = np.repeat(r.offsets[:-1][rows], lengths) + np.arange(offsets[-1]) - np.repeat(offsets[:-1],
-                                                                                     lengths)
+  within = np.arange(offsets[-1]) - np.repeat(offsets[:-1], lengths)
+  idx = np.repeat(r.offsets[:-1][rows], lengths) + within
   return Ragged(r.values[idx], offsets), idx
 
 
 def _permutation_stream(seed: int, stream: str, n: int):
   """positions -> rows: the endless concatenation of per-epoch permutations of range(n)."""
 
-  @functools.lru_cache(maxsize=4)  # a batch touches at most two epochs; thread-safe
+  @functools.lru_cache(maxsize=4)  # nearby steps share epochs; lru_cache is thread-safe
   def perm(epoch: int) -> np.ndarray:
     rng = np.random.default_rng(np.random.SeedSequence([seed, _STREAM_IDS[stream], epoch]))
     return rng.permutation(n)
@@ -253,7 +253,10 @@ class _ClueArrays:
             else self.clues.rows(pool, user_ids))
 
   def gather(self, rows: np.ndarray):
-    """(items Ragged, sims Ragged-aligned values, clue, clue_sim, summary_row) for clue rows (-1: none)."""
+    """(items, sims, clue, clue_sim, summary_row) for clue rows; -1 is a user without a clue.
+
+    items: the selected rows as a Ragged; sims: aligned with items.values.
+    """
     n = len(rows)
     zero_row = len(self.table) - 1
     if self.clues is None:

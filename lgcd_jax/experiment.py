@@ -1,0 +1,71 @@
+"""One run of one method: load data, fit or train, evaluate valid and (once) test, write results."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import jax
+
+from lgcd_jax import results as results_lib
+from lgcd_jax.data import loading
+from lgcd_jax.data import pipeline
+from lgcd_jax.data.prepared import SPLITS
+from lgcd_jax.evaluation import evaluator
+
+BASELINES = ("popularity", "cooccurrence", "mf")
+TRAINED = ("lgcd", "dmcdr", "emcdr", "llm_only")
+METHODS = BASELINES + TRAINED
+
+
+def default_workdir(config_path: str, config) -> str:
+  name = Path(config_path).stem
+  return str(Path("workdirs") / f"{name}-{config.method}-{config.direction}")
+
+
+def eval_batches(config, ds, split, clues=None):
+  return pipeline.eval_batches(ds, config.direction, split, clues, maxlen=config.data.maxlen,
+                               clue_len=config.data.clue_len, text_dim=config.clues.text_dim,
+                               batch_size=config.data.eval_batch_size)
+
+
+def make_baseline(config, ds):
+  from lgcd_jax.baselines import cooccurrence, mf, popularity
+  cls = {"popularity": popularity.Popularity, "cooccurrence": cooccurrence.Cooccurrence,
+         "mf": mf.JointMF}[config.method]
+  return cls(ds, config.direction, config)
+
+
+def run(config, workdir: str | Path) -> dict:
+  if config.method not in METHODS:
+    raise ValueError(f"config.method must be one of {METHODS}, got {config.method!r}")
+  workdir = Path(workdir)
+  is_main = jax.process_index() == 0
+  if is_main:
+    workdir.mkdir(parents=True, exist_ok=True)
+  ds = loading.load_dataset(config, workdir)
+  data = loading.describe(config, ds)
+  log = results_lib.MetricsLog(workdir, enabled=is_main)
+  if config.method in BASELINES:
+    model = make_baseline(config, ds)
+    scores = {split: evaluator.evaluate(model.score, eval_batches(config, ds, split))
+              for split in SPLITS}
+    for split in SPLITS:
+      log.write("eval", split=split, **{k: scores[split][k] for k in ("sampled", "full")})
+    res = results_lib.make_results(config.method, config.direction, data, scores["valid"],
+                                   scores["test"], config=config.to_dict())
+  else:
+    from lgcd_jax import train
+    res = train.train_and_evaluate(config, workdir, ds, data, log)
+  if is_main:
+    path = results_lib.write_results(workdir, res)
+    logging.info("results: %s", path)
+    print(_summary_line(res) + f"\nresults written to {path}")
+  return res
+
+
+def _summary_line(res: dict) -> str:
+  t = res["test"]
+  return (f"{res['method']} {res['direction']} test: sampled HR@5 {t['sampled']['HR@5']:.4f} "
+          f"NDCG@5 {t['sampled']['NDCG@5']:.4f} | full HR@10 {t['full']['HR@10']:.4f} "
+          f"MRR {t['full']['MRR']:.4f}")

@@ -1,0 +1,118 @@
+"""Masked multi-head attention and the pre-LN cross-attention block of the denoiser.
+
+Masking: a boolean mask marks the keys a query may attend to. Masked logits are replaced by a large
+finite negative (never -inf), and a query row whose keys are all masked gets all-zero attention
+weights, so its output is the output projection's bias: finite, with finite gradients, and
+independent of whatever the masked keys hold.
+
+Dropout convention (shared by every module of the model): modules hold no RNG state. `__call__`
+takes `rng: jax.Array | None`; `None` means deterministic (evaluation), a key means training-mode
+dropout. Keys are split per sub-layer with `split_rng`, so a module stays a pure function of
+(parameters, inputs, rng) and works unchanged after `nnx.split` / `nnx.merge` under `jax.jit`.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+_MASKED_LOGIT = -1e30
+
+
+def split_rng(rng: jax.Array | None, n: int) -> list[jax.Array | None]:
+  """n independent keys from rng, or n Nones when rng is None (deterministic mode)."""
+  if rng is None:
+    return [None] * n
+  return list(jax.random.split(rng, n))
+
+
+def dropout(layer: nnx.Dropout, x: jax.Array, rng: jax.Array | None) -> jax.Array:
+  """Applies `layer` in training mode when a key is given, else returns x unchanged."""
+  return layer(x, deterministic=rng is None, rngs=rng)
+
+
+def masked_softmax(logits: jax.Array, mask: jax.Array) -> jax.Array:
+  """Softmax over the last axis restricted to mask; all-masked rows give all-zero weights."""
+  logits = jnp.where(mask, logits, _MASKED_LOGIT)
+  probs = jax.nn.softmax(logits, axis=-1)
+  return jnp.where(jnp.any(mask, axis=-1, keepdims=True), probs, 0.0)
+
+
+class MultiHeadAttention(nnx.Module):
+  """Multi-head scaled dot-product attention of queries over keys/values with a boolean mask."""
+
+  def __init__(self, d: int, heads: int, dropout_rate: float, *, rngs: nnx.Rngs):
+    if d % heads:
+      raise ValueError(f"d={d} is not divisible by heads={heads}")
+    self.heads = int(heads)
+    self.head_dim = d // heads
+    self.query = nnx.Linear(d, d, rngs=rngs)
+    self.key = nnx.Linear(d, d, rngs=rngs)
+    self.value = nnx.Linear(d, d, rngs=rngs)
+    self.out = nnx.Linear(d, d, rngs=rngs)
+    self.attn_dropout = nnx.Dropout(dropout_rate)
+
+  def __call__(self, x_q: jax.Array, x_kv: jax.Array, mask: jax.Array,
+               rng: jax.Array | None = None) -> jax.Array:
+    """Attends x_q [B, Lq, d] over x_kv [B, Lk, d].
+
+    Args:
+      x_q: queries.
+      x_kv: keys and values.
+      mask: bool, broadcastable to [B, Lq, Lk]; True where the query may see the key.
+      rng: dropout key (None: deterministic).
+
+    Returns:
+      [B, Lq, d].
+    """
+    b, lq, _ = x_q.shape
+    lk = x_kv.shape[1]
+
+    def heads(x, length):
+      return x.reshape(b, length, self.heads, self.head_dim)
+
+    q = heads(self.query(x_q), lq)
+    k = heads(self.key(x_kv), lk)
+    v = heads(self.value(x_kv), lk)
+    logits = jnp.einsum("bqhc,bkhc->bhqk", q, k) * (self.head_dim ** -0.5)
+    mask = jnp.broadcast_to(mask, (b, lq, lk))[:, None]  # Same mask for every head.
+    probs = dropout(self.attn_dropout, masked_softmax(logits, mask), rng)
+    ctx = jnp.einsum("bhqk,bkhc->bqhc", probs, v).reshape(b, lq, self.heads * self.head_dim)
+    return self.out(ctx)
+
+
+class FeedForward(nnx.Module):
+  """Position-wise MLP d -> hidden -> d with GELU."""
+
+  def __init__(self, d: int, hidden: int, dropout_rate: float, *, rngs: nnx.Rngs):
+    self.fc1 = nnx.Linear(d, hidden, rngs=rngs)
+    self.fc2 = nnx.Linear(hidden, d, rngs=rngs)
+    self.drop = nnx.Dropout(dropout_rate)
+
+  def __call__(self, x: jax.Array, rng: jax.Array | None = None) -> jax.Array:
+    return self.fc2(dropout(self.drop, jax.nn.gelu(self.fc1(x)), rng))
+
+
+class CrossAttentionBlock(nnx.Module):
+  """Pre-LN block: queries attend over condition tokens, then an FFN; both with residuals.
+
+  q <- q + Attn(LN(q), LN(tokens), key_mask);  q <- q + FFN(LN(q)).
+  """
+
+  def __init__(self, d: int, heads: int, dropout_rate: float, *, rngs: nnx.Rngs,
+               ffn_mult: int = 4):
+    self.ln_q = nnx.LayerNorm(d, rngs=rngs)
+    self.ln_kv = nnx.LayerNorm(d, rngs=rngs)
+    self.attn = MultiHeadAttention(d, heads, dropout_rate, rngs=rngs)
+    self.ln_ff = nnx.LayerNorm(d, rngs=rngs)
+    self.ff = FeedForward(d, ffn_mult * d, dropout_rate, rngs=rngs)
+    self.drop = nnx.Dropout(dropout_rate)
+
+  def __call__(self, q: jax.Array, tokens: jax.Array, key_mask: jax.Array,
+               rng: jax.Array | None = None) -> jax.Array:
+    """q [B, Lq, d] over tokens [B, Lk, d]; key_mask bool [B, Lk]. Returns [B, Lq, d]."""
+    r_attn, r_drop1, r_ff, r_drop2 = split_rng(rng, 4)
+    h = self.attn(self.ln_q(q), self.ln_kv(tokens), key_mask[:, None, :], r_attn)
+    q = q + dropout(self.drop, h, r_drop1)
+    return q + dropout(self.drop, self.ff(self.ln_ff(q), r_ff), r_drop2)

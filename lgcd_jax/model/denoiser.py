@@ -1,0 +1,139 @@
+"""The denoiser: predicts x0 from the noisy x_t, the diffusion step and the condition tokens.
+
+Per call: a sinusoidal embedding of the step t goes through an MLP and is summed with the pathway
+embedding (real / pseudo) into one conditioning vector `step`. Then, by conditioning variant:
+
+  cross_attention  the query token proj(x_t) + step attends, through `layers` pre-LN cross-attention
+                   blocks, over the collaborative tokens (per-position source-encoder states) and,
+                   through a separate stack, over the semantic tokens (source titles, clue items,
+                   summary). The two final query states, layer-normed, are the two read-outs.
+  collab_only /    the same, with the semantic (resp. collaborative) tokens masked out by the caller
+  semantic_only    (`LGCD.conditions` builds all-False masks and zero pooled vectors for them).
+  linear           no attention: the read-outs are the layer-normed pooled conditions, so the
+                   fusion MLP sees [x_t, pooled collab, pooled semantic, step] (DreamRec-style).
+  cfg              linear, plus a learned null condition: rows flagged by `drop_cond` have both
+                   pooled conditions replaced by learned null vectors (the pathway is kept: it picks
+                   the target space, not the user). Training drops rows at random (cfg_dropout);
+                   sampling combines conditional and unconditional predictions.
+
+Finally `MoEFusion` maps [x_t, collab read-out, semantic read-out, step] to x0_hat, gated by
+[pooled collab, pooled semantic, pathway]. Dropout follows `attention.py`: rng=None is deterministic.
+"""
+
+from __future__ import annotations
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from lgcd_jax.model.attention import CrossAttentionBlock, split_rng
+from lgcd_jax.model.moe import MoEFusion
+
+CONDITIONINGS = ("cross_attention", "linear", "cfg", "collab_only", "semantic_only")
+ATTENTION_CONDITIONINGS = ("cross_attention", "collab_only", "semantic_only")
+
+
+@flax.struct.dataclass
+class Conditions:
+  """The condition of one batch, as built by `LGCD.conditions`."""
+  collab_tokens: jax.Array  # [B, Lc, d] per-position source-encoder states
+  collab_mask: jax.Array  # bool [B, Lc]
+  sem_tokens: jax.Array  # [B, Ls, d] source titles, clue items, summary
+  sem_mask: jax.Array  # bool [B, Ls]
+  collab_pooled: jax.Array  # [B, d] the source encoder's last state
+  sem_pooled: jax.Array  # [B, d] masked mean of the semantic tokens
+
+
+def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:
+  """Sinusoidal embedding [B, dim] of integer steps t [B] (Transformer / DDPM style)."""
+  half = dim // 2
+  freqs = jnp.exp(-jnp.log(max_period) * jnp.arange(half, dtype=jnp.float32) / max(half, 1))
+  args = t.astype(jnp.float32)[:, None] * freqs[None]
+  emb = jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
+  if dim % 2:
+    emb = jnp.pad(emb, ((0, 0), (0, 1)))
+  return emb
+
+
+class Denoiser(nnx.Module):
+  """x0-predicting denoiser: (x_t, t, conditions, pathway) -> (x0_hat [B, d], gate probs [B, E])."""
+
+  def __init__(self, d: int, heads: int, layers: int, num_experts: int, *, rngs: nnx.Rngs,
+               conditioning: str = "cross_attention", use_moe: bool = True,
+               dropout_rate: float = 0.0):
+    if conditioning not in CONDITIONINGS:
+      raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got {conditioning!r}")
+    self.d = int(d)
+    self.conditioning = conditioning
+    self.uses_attention = conditioning in ATTENTION_CONDITIONINGS
+    self.step_fc1 = nnx.Linear(d, 2 * d, rngs=rngs)
+    self.step_fc2 = nnx.Linear(2 * d, d, rngs=rngs)
+    if self.uses_attention:
+      self.x_proj = nnx.Linear(d, d, rngs=rngs)
+      self.collab_blocks = nnx.List(
+          [CrossAttentionBlock(d, heads, dropout_rate, rngs=rngs) for _ in range(layers)])
+      self.sem_blocks = nnx.List(
+          [CrossAttentionBlock(d, heads, dropout_rate, rngs=rngs) for _ in range(layers)])
+    else:
+      self.x_proj = None
+      self.collab_blocks = nnx.List([])
+      self.sem_blocks = nnx.List([])
+    self.ln_collab = nnx.LayerNorm(d, rngs=rngs)
+    self.ln_sem = nnx.LayerNorm(d, rngs=rngs)
+    if conditioning == "cfg":
+      init = nnx.initializers.normal(d**-0.5)
+      self.null_collab = nnx.Param(init(rngs.params(), (d,)))
+      self.null_sem = nnx.Param(init(rngs.params(), (d,)))
+    else:
+      self.null_collab = None
+      self.null_sem = None
+    self.fusion = MoEFusion(4 * d, d, num_experts, 3 * d, use_moe=use_moe,
+                            dropout_rate=dropout_rate, rngs=rngs)
+
+  def step_embedding(self, t: jax.Array) -> jax.Array:
+    """MLP of the sinusoidal embedding of t [B] -> [B, d]."""
+    return self.step_fc2(jax.nn.silu(self.step_fc1(timestep_embedding(t, self.d))))
+
+  def __call__(self, x_t: jax.Array, t: jax.Array, cond: Conditions, pathway: jax.Array,
+               rng: jax.Array | None = None, drop_cond: jax.Array | None = None
+               ) -> tuple[jax.Array, jax.Array]:
+    """Predicts x0.
+
+    Args:
+      x_t: [B, d] noisy representation.
+      t: int32 [B] diffusion steps (0..T-1).
+      cond: the batch's conditions.
+      pathway: [B, d] pathway embedding.
+      rng: dropout key (None: deterministic).
+      drop_cond: bool [B], "cfg" only: rows whose condition is replaced by the null condition.
+
+    Returns:
+      (x0_hat [B, d], gate probs [B, E]).
+    """
+    step = self.step_embedding(t) + pathway
+    collab_pooled, sem_pooled = cond.collab_pooled, cond.sem_pooled
+    if drop_cond is not None:
+      if self.conditioning != "cfg":
+        raise ValueError("drop_cond is only meaningful with conditioning='cfg'")
+      drop = drop_cond[:, None]
+      collab_pooled = jnp.where(drop, self.null_collab[...][None], collab_pooled)
+      sem_pooled = jnp.where(drop, self.null_sem[...][None], sem_pooled)
+
+    n = len(self.collab_blocks)
+    keys = split_rng(rng, 2 * n + 1)
+    if self.uses_attention:
+      query = (self.x_proj(x_t) + step)[:, None, :]
+      collab, sem = query, query
+      for block, r in zip(self.collab_blocks, keys[:n]):
+        collab = block(collab, cond.collab_tokens, cond.collab_mask, r)
+      for block, r in zip(self.sem_blocks, keys[n:2 * n]):
+        sem = block(sem, cond.sem_tokens, cond.sem_mask, r)
+      collab, sem = collab[:, 0], sem[:, 0]
+    else:
+      collab, sem = collab_pooled, sem_pooled
+    collab, sem = self.ln_collab(collab), self.ln_sem(sem)
+
+    fused_in = jnp.concatenate([x_t, collab, sem, step], axis=-1)
+    gate_in = jnp.concatenate([collab_pooled, sem_pooled, pathway], axis=-1)
+    return self.fusion(fused_in, gate_in, keys[-1])

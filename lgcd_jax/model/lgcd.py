@@ -1,0 +1,321 @@
+"""LGCD: the whole model, its training objectives and its sampler.
+
+`LGCD` holds the source and target item tables and sequence encoders, the condition projections,
+the pathway embedding, the denoiser and the guesser. Every method is a pure function of the
+module's state and its arguments, so the caller splits the module once (`nnx.split`) and runs
+`nnx.merge(graphdef, state).loss(...)` (or `.sample`, `.score`, ...) inside `jax.jit`. The
+diffusion schedule is not state: it is rebuilt from the (static) config fields inside each traced
+call, where it becomes constants.
+
+Choices where the design leaves room (DESIGN.md §2):
+- x0 = the target encoder's last state over the (real or pseudo) target sequence, under
+  `stop_gradient`. The target encoder is trained only by its own next-item objective
+  (`encoder_loss`); letting the diffusion MSE reach it would let it shrink x0 towards a constant,
+  which makes that MSE trivially small (representation collapse). The target item table still
+  learns from the recommendation loss and from the clue tokens. The target sequence's padding is
+  read from tgt > 0 and tgt_weight > 0; the weights themselves (clue similarities on the pseudo
+  pathway) weight the recommendation loss, not the encoder input, which is fed the pseudo items as
+  a plain sequence, as it was pre-trained.
+- Recommendation loss: softmax cross-entropy of <x0_hat, e_i> over all target items, averaged over
+  the user's target-sequence items weighted by tgt_weight (normalised per row), i.e. every real
+  target item counts equally and a pseudo item counts by its clue similarity.
+- Row weighting: a row's weight is weight * (1 if real else pseudo_weight), and every loss term is
+  sum(row weight * row loss) / (number of actual rows). Dividing by the row count rather than the
+  weight sum keeps an all-pseudo batch (the cyclic sampler makes them) down-weighted as a whole.
+- Alignment: InfoNCE of cos(x0_hat_i, x0_j) / temperature over the batch's actual rows, positive
+  j = i. Always computed and reported; added to the loss only when use_alignment.
+- Guesser loss: MSE(guess, x0), in the loss whenever the guesser is used (use_guesser, or
+  use_diffusion=False where the guesser alone produces x0_hat).
+- The diffusion step t ~ U{0..T-1}; the denoiser is trained on x0 MSE (x0-parameterisation).
+- Sampling: DDIM (or DDPM) from the guess noised to T' = guess_start_step when use_guesser, else
+  from pure noise at T; always on the real pathway. DDIM steps are capped at the chain length.
+
+Dropout follows `attention.py`: methods take an rng and `train`; without training no dropout.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from lgcd_jax.model import diffusion
+from lgcd_jax.model.denoiser import CONDITIONINGS, Conditions, Denoiser
+from lgcd_jax.model.encoder import SequenceEncoder, last_state, next_item_loss
+from lgcd_jax.model.guesser import Guesser
+from lgcd_jax.model.items import ItemTable
+
+Batch = dict[str, Any]
+
+# Shared sampled negatives of the next-item objective when the config has no
+# `train.encoder_negatives` field (see `encoder.next_item_loss`).
+DEFAULT_ENCODER_NEGATIVES = 256
+SAMPLERS = ("ddpm", "ddim")
+
+
+def _weighted_mean(values: jax.Array, row_weight: jax.Array, num_rows: jax.Array) -> jax.Array:
+  return jnp.sum(values * row_weight) / num_rows
+
+
+class LGCD(nnx.Module):
+  """Language-guided conditional diffusion for cross-domain recommendation (source -> target)."""
+
+  def __init__(self, config: ml_collections.ConfigDict, num_src_items: int, num_tgt_items: int,
+               src_title_emb: np.ndarray | None = None, tgt_title_emb: np.ndarray | None = None,
+               *, rngs: nnx.Rngs, src_id_init: np.ndarray | None = None,
+               tgt_id_init: np.ndarray | None = None):
+    """Builds the model from `config.model`, `config.train`, `config.data`, `config.clues`.
+
+    Args:
+      config: the run config.
+      num_src_items: source catalogue size.
+      num_tgt_items: target catalogue size.
+      src_title_emb: optional [num_src_items, text_dim] frozen title embeddings.
+      tgt_title_emb: optional [num_tgt_items, text_dim] frozen title embeddings.
+      rngs: initialisation randomness.
+      src_id_init: optional [num_src_items, d] initial source ID embeddings.
+      tgt_id_init: optional [num_tgt_items, d] initial target ID embeddings.
+    """
+    m, t = config.model, config.train
+    if m.conditioning not in CONDITIONINGS:
+      raise ValueError(f"model.conditioning must be one of {CONDITIONINGS}, got {m.conditioning!r}")
+    if not 1 <= m.guess_start_step <= m.diffusion_steps:
+      raise ValueError(f"guess_start_step must be in [1, {m.diffusion_steps}], "
+                       f"got {m.guess_start_step}")
+    if m.sampler not in SAMPLERS:
+      raise ValueError(f"model.sampler must be one of {SAMPLERS}, got {m.sampler!r}")
+    d = int(m.d)
+    # Static settings only (hashable Python values): the module's graphdef is a jit static arg.
+    self.d = d
+    self.num_steps = int(m.diffusion_steps)
+    self.beta_schedule = str(m.beta_schedule)
+    self.beta_start = float(m.beta_start)
+    self.beta_end = float(m.beta_end)
+    self.conditioning = str(m.conditioning)
+    self.cfg_dropout = float(m.cfg_dropout)
+    self.cfg_weight = float(m.cfg_weight)
+    self.use_diffusion = bool(m.use_diffusion)
+    self.use_alignment = bool(m.use_alignment)
+    self.use_guesser = bool(m.use_guesser)
+    self.use_moe = bool(m.use_moe)
+    self.guess_start_step = int(m.guess_start_step)
+    self.sampler = str(m.sampler)
+    self.sample_steps = int(m.sample_steps)
+    self.alignment_weight = float(t.alignment_weight)
+    self.alignment_temperature = float(t.alignment_temperature)
+    self.rec_weight = float(t.rec_weight)
+    self.guesser_weight = float(t.guesser_weight)
+    self.pseudo_weight = float(t.pseudo_weight)
+    self.encoder_negatives = int(t.get("encoder_negatives", DEFAULT_ENCODER_NEGATIVES))
+    self.clue_len = int(config.data.clue_len)
+    text_dim = int(config.clues.text_dim)
+
+    self.src_table = ItemTable(num_src_items, d, src_title_emb, rngs=rngs, id_init=src_id_init)
+    self.tgt_table = ItemTable(num_tgt_items, d, tgt_title_emb, rngs=rngs, id_init=tgt_id_init)
+    enc_args = (d, m.heads, m.encoder_layers, config.data.maxlen, m.dropout)
+    self.src_encoder = SequenceEncoder(*enc_args, rngs=rngs)
+    self.tgt_encoder = SequenceEncoder(*enc_args, rngs=rngs)
+
+    # Semantic-token pieces: summary projection, clue gate on similarity, token-type and clue-rank
+    # embeddings (so attention can tell titles, clues of each LLM rank, and the summary apart).
+    self.summary_proj = nnx.Linear(text_dim, d, rngs=rngs)
+    # Clue token = e_clue * sigmoid(a * sim + b): the model learns how far to trust similarity.
+    self.clue_gate_scale = nnx.Param(jnp.ones(()))
+    self.clue_gate_bias = nnx.Param(jnp.zeros(()))
+    emb_init = nnx.initializers.normal(d**-0.5)
+    self.token_type = nnx.Embed(3, d, embedding_init=emb_init, rngs=rngs)
+    self.clue_rank = nnx.Embed(self.clue_len, d, embedding_init=emb_init, rngs=rngs)
+    self.pathway = nnx.Embed(2, d, embedding_init=emb_init, rngs=rngs)  # 0 pseudo, 1 real
+
+    self.denoiser = Denoiser(d, m.heads, m.denoiser_layers, m.num_experts, rngs=rngs,
+                             conditioning=self.conditioning, use_moe=self.use_moe,
+                             dropout_rate=m.dropout)
+    self.guesser = Guesser(3 * d, d, rngs=rngs, dropout_rate=m.dropout)
+
+  # --- pieces -------------------------------------------------------------------------------------
+
+  def schedule(self) -> diffusion.Schedule:
+    """The beta schedule (rebuilt from static settings; constants under jit)."""
+    return diffusion.make_schedule(self.beta_schedule, self.num_steps, self.beta_start,
+                                   self.beta_end)
+
+  def encoder_loss(self, batch_src: Batch, batch_tgt: Batch, rng: jax.Array, train: bool = True
+                   ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Next-item loss of both encoders on single-domain batches ({"seq", "weight"} each).
+
+    Returns (src loss + tgt loss, {"encoder_loss/src", "encoder_loss/tgt"}).
+    """
+    r_src, r_tgt = jax.random.split(rng)
+    src = next_item_loss(self.src_encoder, self.src_table, batch_src["seq"], batch_src["weight"],
+                         r_src, self.encoder_negatives, train)
+    tgt = next_item_loss(self.tgt_encoder, self.tgt_table, batch_tgt["seq"], batch_tgt["weight"],
+                         r_tgt, self.encoder_negatives, train)
+    return src + tgt, {"encoder_loss/src": src, "encoder_loss/tgt": tgt}
+
+  def conditions(self, batch: Batch, rng: jax.Array | None = None) -> Conditions:
+    """Condition tokens, masks and pooled vectors from src, clue, clue_sim, summary, has_summary.
+
+    rng: dropout key for the source encoder (None: deterministic).
+    """
+    src, clue = batch["src"], batch["clue"]
+    if clue.shape[1] > self.clue_len:
+      raise ValueError(f"clue length {clue.shape[1]} exceeds data.clue_len {self.clue_len}")
+    src_mask = src > 0
+    collab_tokens = self.src_encoder(self.src_table(src), src_mask, rng)
+    collab_pooled = last_state(collab_tokens, src_mask)
+    types = self.token_type.embedding[...]
+
+    title_mask = src_mask & self.src_table.has_titles  # No titles: nothing to attend to.
+    title_tok = self.src_table.title(src) + types[0]
+    clue_mask = clue > 0
+    gate = jax.nn.sigmoid(self.clue_gate_scale[...] * batch["clue_sim"] + self.clue_gate_bias[...])
+    ranks = self.clue_rank(jnp.arange(clue.shape[1]))[None]
+    clue_tok = self.tgt_table(clue) * gate[..., None] + types[1] + ranks
+    summary_tok = (self.summary_proj(batch["summary"]) + types[2])[:, None, :]
+    summary_mask = (batch["has_summary"] > 0)[:, None]
+
+    sem_mask = jnp.concatenate([title_mask, clue_mask, summary_mask], axis=1)
+    sem_tokens = jnp.concatenate([title_tok, clue_tok, summary_tok], axis=1)
+    sem_tokens = sem_tokens * sem_mask[..., None]
+    count = jnp.maximum(jnp.sum(sem_mask, axis=1, keepdims=True), 1)
+    sem_pooled = jnp.sum(sem_tokens, axis=1) / count
+
+    if self.conditioning == "collab_only":
+      sem_mask = jnp.zeros_like(sem_mask)
+      sem_pooled = jnp.zeros_like(sem_pooled)
+    elif self.conditioning == "semantic_only":
+      src_mask = jnp.zeros_like(src_mask)
+      collab_pooled = jnp.zeros_like(collab_pooled)
+    return Conditions(collab_tokens=collab_tokens, collab_mask=src_mask, sem_tokens=sem_tokens,
+                      sem_mask=sem_mask, collab_pooled=collab_pooled, sem_pooled=sem_pooled)
+
+  def target_repr(self, tgt: jax.Array, tgt_weight: jax.Array) -> jax.Array:
+    """x0 [B, d]: the target encoder's last state over tgt (no dropout, gradient stopped)."""
+    mask = (tgt > 0) & (tgt_weight > 0)
+    states = self.tgt_encoder(self.tgt_table(tgt), mask)
+    return jax.lax.stop_gradient(last_state(states, mask))
+
+  def guess(self, cond: Conditions, pathway: jax.Array, rng: jax.Array | None = None
+            ) -> jax.Array:
+    """The guesser's one-shot x0 [B, d] from the pooled conditions and the pathway embedding."""
+    return self.guesser(jnp.concatenate([cond.collab_pooled, cond.sem_pooled, pathway], -1), rng)
+
+  def score(self, x0_hat: jax.Array) -> jax.Array:
+    """[B, num_tgt_items] scores <x0_hat, e_i>; column j is target item j."""
+    return x0_hat @ self.tgt_table.all_items().T
+
+  # --- training -----------------------------------------------------------------------------------
+
+  def loss(self, batch: Batch, rng: jax.Array, train: bool = True
+           ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The training objective on a pair batch; returns (scalar loss, metrics).
+
+    Metrics: loss, rec_loss, alignment_loss, diffusion_loss (use_diffusion), guesser_loss (when the
+    guesser is used), gate_load/<e> per expert (use_diffusion), rows (actual rows in the batch).
+    With train=False dropout and the CFG condition dropout are off (noise and t are still drawn).
+    """
+    r_cond, r_guess, r_diff, r_den, r_cfg = jax.random.split(rng, 5)
+    weight = batch["weight"].astype(jnp.float32)
+    real = batch["real"]
+    row_w = weight * jnp.where(real == 1, 1.0, self.pseudo_weight)
+    num_rows = jnp.maximum(jnp.sum(weight), 1.0)
+    cond = self.conditions(batch, r_cond if train else None)
+    pathway = self.pathway(real)
+    x0 = self.target_repr(batch["tgt"], batch["tgt_weight"])
+
+    metrics: dict[str, jax.Array] = {"rows": jnp.sum(weight)}
+    total = jnp.zeros(())
+    guess = None
+    if self.use_guesser or not self.use_diffusion:
+      guess = self.guess(cond, pathway, r_guess if train else None)
+      guess_loss = _weighted_mean(jnp.mean((guess - x0) ** 2, -1), row_w, num_rows)
+      metrics["guesser_loss"] = guess_loss
+      total += self.guesser_weight * guess_loss
+
+    if self.use_diffusion:
+      x_t, t, _ = diffusion.training_targets(self.schedule(), x0, r_diff)
+      drop = None
+      if self.conditioning == "cfg" and train:
+        drop = jax.random.bernoulli(r_cfg, self.cfg_dropout, (x0.shape[0],))
+      x0_hat, gate = self.denoiser(x_t, t, cond, pathway, r_den if train else None, drop)
+      diff_loss = _weighted_mean(jnp.mean((x0_hat - x0) ** 2, -1), row_w, num_rows)
+      metrics["diffusion_loss"] = diff_loss
+      total += diff_loss
+      load = jnp.sum(gate * weight[:, None], axis=0) / num_rows
+      for e in range(gate.shape[1]):
+        metrics[f"gate_load/{e}"] = load[e]
+    else:
+      x0_hat = guess
+
+    rec_loss = _weighted_mean(self._rec_rows(x0_hat, batch["tgt"], batch["tgt_weight"]), row_w,
+                              num_rows)
+    metrics["rec_loss"] = rec_loss
+    total += self.rec_weight * rec_loss
+
+    align_loss = _weighted_mean(self._alignment_rows(x0_hat, x0, weight), row_w, num_rows)
+    metrics["alignment_loss"] = align_loss
+    if self.use_alignment:
+      total += self.alignment_weight * align_loss
+    metrics["loss"] = total
+    return total, metrics
+
+  def _rec_rows(self, x0_hat: jax.Array, tgt: jax.Array, tgt_weight: jax.Array) -> jax.Array:
+    """Per-row softmax CE over all target items, averaged over the row's weighted target items."""
+    logits = self.score(x0_hat)  # [B, N]
+    w = tgt_weight * (tgt > 0)
+    w_sum = jnp.sum(w, axis=-1)
+    w = w / jnp.maximum(w_sum, 1e-8)[:, None]
+    tgt_logits = jnp.take_along_axis(logits, jnp.maximum(tgt - 1, 0), axis=1)
+    rows = jax.nn.logsumexp(logits, axis=-1) - jnp.sum(w * tgt_logits, axis=-1)
+    return jnp.where(w_sum > 0, rows, 0.0)  # A row without target items has nothing to rank.
+
+  def _alignment_rows(self, x0_hat: jax.Array, x0: jax.Array, weight: jax.Array) -> jax.Array:
+    """Per-row InfoNCE: row i's positive is x0_i, its negatives the other actual rows' x0."""
+    def unit(x):
+      return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-6)
+    logits = unit(x0_hat) @ unit(x0).T / self.alignment_temperature
+    logits = jnp.where((weight > 0)[None, :], logits, -1e30)  # Padding rows are no negatives.
+    return jax.nn.logsumexp(logits, axis=-1) - jnp.diagonal(logits)
+
+  # --- inference ----------------------------------------------------------------------------------
+
+  def sample(self, batch: Batch, rng: jax.Array, sampler: str | None = None,
+             steps: int | None = None) -> jax.Array:
+    """Generates x0_hat [B, d] for an eval (or pair) batch on the real pathway.
+
+    Args:
+      batch: needs src, clue, clue_sim, summary, has_summary.
+      rng: key for the start noise (and DDPM's per-step noise).
+      sampler: "ddim" or "ddpm" (static); default config.model.sampler.
+      steps: DDIM steps S (static); default config.model.sample_steps, capped at the chain length
+        (T' with the guesser, T without). Ignored by DDPM, which visits every step.
+    """
+    sampler = sampler or self.sampler
+    if sampler not in SAMPLERS:
+      raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    cond = self.conditions(batch)
+    batch_size = batch["src"].shape[0]
+    pathway = self.pathway(jnp.ones((batch_size,), jnp.int32))
+    guess = self.guess(cond, pathway) if (self.use_guesser or not self.use_diffusion) else None
+    if not self.use_diffusion:
+      return guess
+
+    def denoise_fn(x_t, t):
+      x0_hat, _ = self.denoiser(x_t, t, cond, pathway)
+      if self.conditioning == "cfg":
+        x0_uncond, _ = self.denoiser(x_t, t, cond, pathway,
+                                     drop_cond=jnp.ones((batch_size,), bool))
+        x0_hat = diffusion.cfg_combine(x0_hat, x0_uncond, self.cfg_weight)
+      return x0_hat
+
+    start = self.guess_start_step if self.use_guesser else self.num_steps
+    kwargs = dict(x_start=guess, start_step=start,
+                  shape=None if self.use_guesser else (batch_size, self.d))
+    if sampler == "ddpm":
+      return diffusion.ddpm_sample(denoise_fn, self.schedule(), rng, **kwargs)
+    steps = min(steps or self.sample_steps, start)
+    return diffusion.ddim_sample(denoise_fn, self.schedule(), rng, num_steps=steps, **kwargs)

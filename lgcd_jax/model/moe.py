@@ -1,0 +1,66 @@
+"""Mixture-of-experts fusion: the denoiser's last stage, which turns its read-outs into x0_hat.
+
+E expert MLPs each map the concatenated input [x_t, collaborative read-out, semantic read-out, step
+embedding] to a d-dim output; a softmax gate computed from a separate gate input (the pooled
+conditions and the pathway embedding) mixes them per user. The gate is how the model decides, per
+user and pathway, how much to trust the language clue against the collaborative signal.
+
+With use_moe=False (the ablation) there is a single expert MLP and the gate is a column of ones,
+so the interface (out, gate probs) stays the same. Experts are stored as stacked weights and run as
+one batched einsum rather than E separate modules.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from lgcd_jax.model.attention import dropout, split_rng
+
+
+class MoEFusion(nnx.Module):
+  """Softmax-gated mixture of E two-layer MLP experts."""
+
+  def __init__(self, in_dim: int, d: int, num_experts: int, gate_in_dim: int, *, rngs: nnx.Rngs,
+               use_moe: bool = True, hidden: int | None = None, dropout_rate: float = 0.0):
+    """Builds the fusion.
+
+    Args:
+      in_dim: width of the expert input.
+      d: output width.
+      num_experts: E (ignored, i.e. 1, when use_moe is False).
+      gate_in_dim: width of the gate input.
+      rngs: initialisation randomness.
+      use_moe: False gives the single-MLP ablation.
+      hidden: expert hidden width (default 2 * d).
+      dropout_rate: dropout on the expert hidden layer.
+    """
+    self.use_moe = bool(use_moe)
+    self.num_experts = int(num_experts) if use_moe else 1
+    if self.num_experts < 1:
+      raise ValueError(f"num_experts must be >= 1, got {num_experts}")
+    hidden = hidden or 2 * d
+    e = self.num_experts
+    init = nnx.initializers.lecun_normal()  # fan_in is axis -2: per-expert input width.
+    self.w1 = nnx.Param(init(rngs.params(), (e, in_dim, hidden)))
+    self.b1 = nnx.Param(jnp.zeros((e, hidden)))
+    self.w2 = nnx.Param(init(rngs.params(), (e, hidden, d)))
+    self.b2 = nnx.Param(jnp.zeros((e, d)))
+    self.drop = nnx.Dropout(dropout_rate)
+    # Zero-initialised gate: every user starts from the uniform mixture.
+    self.gate = (nnx.Linear(gate_in_dim, e, kernel_init=nnx.initializers.zeros, rngs=rngs)
+                 if self.use_moe else None)
+
+  def __call__(self, x: jax.Array, gate_in: jax.Array, rng: jax.Array | None = None
+               ) -> tuple[jax.Array, jax.Array]:
+    """x [B, in_dim], gate_in [B, gate_in_dim] -> (out [B, d], gate probs [B, E])."""
+    (r_drop,) = split_rng(rng, 1)
+    h = jax.nn.gelu(jnp.einsum("bi,eih->beh", x, self.w1[...]) + self.b1[...])
+    h = dropout(self.drop, h, r_drop)
+    y = jnp.einsum("beh,ehd->bed", h, self.w2[...]) + self.b2[...]
+    if self.use_moe:
+      probs = jax.nn.softmax(self.gate(gate_in), axis=-1)
+    else:
+      probs = jnp.ones((x.shape[0], 1), x.dtype)
+    return jnp.einsum("be,bed->bd", probs, y), probs

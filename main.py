@@ -1,0 +1,52 @@
+"""Trains and evaluates one method on one direction of a prepared dataset.
+
+  python main.py --config=configs/demo.py --workdir=workdirs/demo
+  python main.py --config=configs/food_kitchen.py --config.method=cooccurrence --config.direction=B2A
+
+Writes WORKDIR/results.json, WORKDIR/metrics.jsonl and (for trained methods) orbax checkpoints.
+Running it again on the same workdir resumes.
+"""
+
+import logging
+import os
+import sys
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/demo.py.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where results and checkpoints go "
+                               "(default: workdirs/<config name>-<method>-<direction>).")
+flags.mark_flags_as_required(["config"])
+
+
+def _maybe_init_distributed():
+  """Joins a multi-host run when the usual environment says there is one."""
+  import jax
+  keys = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS")
+  if any(os.environ.get(k) for k in keys) or os.environ.get("TPU_WORKER_HOSTNAMES") or (
+      os.environ.get("SLURM_NTASKS", "1") != "1"):
+    jax.distributed.initialize()
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.getLogger().setLevel(logging.INFO)
+  _maybe_init_distributed()
+  from lgcd_jax import experiment
+  from lgcd_jax.data.errors import DataError
+  config = _CONFIG.value
+  workdir = _WORKDIR.value or experiment.default_workdir(flags.FLAGS["config"].config_filename,
+                                                         config)
+  try:
+    experiment.run(config, workdir)
+  except DataError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  app.run(main)
