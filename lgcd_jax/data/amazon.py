@@ -267,7 +267,7 @@ def _read_meta(path: Path, dom: _Domain, review_layout: str, review_path: Path) 
 
 
 def _clean(dom: _Domain, kcore: int) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
-  """Dedupe, title filter and k-core; returns (user codes, item codes) sorted by user, time, file order."""
+  """Dedupe, title filter, k-core; returns (user codes, item codes) sorted by user, time, file order."""
   u = np.array(dom.users, dtype=np.int32)
   it = np.array(dom.items, dtype=np.int32)
   t = np.array(dom.times, dtype=np.int64)
@@ -310,16 +310,18 @@ def _clean(dom: _Domain, kcore: int) -> tuple[np.ndarray, np.ndarray, dict[str, 
 
 
 class _Sequences:
-  """A domain's per-user item-index sequences, looked up by user code."""
+  """A domain's per-user item-index sequences, looked up by user codes."""
 
   def __init__(self, u: np.ndarray, idx: np.ndarray):
     self.codes, self.starts = np.unique(u, return_index=True)
     self.ends = np.append(self.starts[1:], len(u))
     self.idx = idx
 
-  def __call__(self, code: int) -> list[int]:
-    row = int(np.searchsorted(self.codes, code))
-    return self.idx[self.starts[row]:self.ends[row]].tolist()
+  def __call__(self, codes: list[int]) -> list[list[int]]:
+    # One vectorised lookup: a searchsorted call per user costs a cast of the whole code array.
+    rows = np.searchsorted(self.codes, np.asarray(codes, dtype=self.codes.dtype))
+    return [self.idx[s:e].tolist() for s, e in zip(self.starts[rows].tolist(),
+                                                    self.ends[rows].tolist())]
 
 
 def _default_eval_users(num_overlap: int) -> int:
@@ -429,24 +431,21 @@ def build_amazon(source_reviews: str | os.PathLike, source_meta: str | os.PathLi
     src, tgt = direction[0], direction[2]
     evals[direction] = {}
     for split in SPLITS:
-      ids, sources, labels = [], [], []
-      for code in users.sort_codes(assigned[direction][split]):
-        target_seq = seqs[tgt](code)
-        ids.append(users.ids[code])
-        sources.append(seqs[src](code))
-        labels.append(target_seq[-1])
-        hidden += len(target_seq) - 1
-      evals[direction][split] = (ids, sources, labels)
+      codes = users.sort_codes(assigned[direction][split])
+      target_seqs = seqs[tgt](codes)
+      labels = [s[-1] for s in target_seqs]
+      hidden += sum(len(s) - 1 for s in target_seqs)
+      evals[direction][split] = ([users.ids[c] for c in codes], seqs[src](codes), labels)
 
   held_set = set(held)
   a_only = users.sort_codes(np.setdiff1d(seqs["A"].codes, seqs["B"].codes))
   b_only = users.sort_codes(np.setdiff1d(seqs["B"].codes, seqs["A"].codes))
   train_overlap = [c for c in overlap if c not in held_set]
   pools = {
-      "A_only": ([users.ids[c] for c in a_only], {"A": [seqs["A"](c) for c in a_only]}),
-      "B_only": ([users.ids[c] for c in b_only], {"B": [seqs["B"](c) for c in b_only]}),
+      "A_only": ([users.ids[c] for c in a_only], {"A": seqs["A"](a_only)}),
+      "B_only": ([users.ids[c] for c in b_only], {"B": seqs["B"](b_only)}),
       "overlap": ([users.ids[c] for c in train_overlap],
-                  {d: [seqs[d](c) for c in train_overlap] for d in DOMAINS}),
+                  {d: seqs[d](train_overlap) for d in DOMAINS}),
   }
   stats["num_users"] = {"A_only": len(a_only), "B_only": len(b_only), "overlap": len(train_overlap),
                         "overlap_total": len(overlap)}

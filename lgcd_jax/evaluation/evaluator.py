@@ -15,12 +15,17 @@ import numpy as np
 from lgcd_jax.evaluation import metrics
 
 
-def evaluate(score_fn: Callable[[dict], jax.Array], batches: Iterable[dict]) -> dict:
-  """Returns {"sampled": {metric: mean}, "full": {...}, "n_users": n, "users_per_s": x}."""
+def evaluate(score_fn: Callable[[dict], jax.Array], batches: Iterable[dict],
+             put: Callable[[dict], dict] | None = None) -> dict:
+  """Returns {"sampled": {metric: mean}, "full": {...}, "n_users": n, "users_per_s": x}.
+
+  `put` places a host batch on devices (e.g. sharded over a mesh) before scoring.
+  """
   totals = None
   n = 0.0
   start = time.perf_counter()
-  for batch in batches:
+  for host_batch in batches:
+    batch = put(host_batch) if put else host_batch
     scores = score_fn(batch)
     sums = metrics.batch_metric_sums(scores, batch["label"], batch["negatives"], batch["weight"])
     sums = jax.device_get(sums)
@@ -29,7 +34,7 @@ def evaluate(score_fn: Callable[[dict], jax.Array], batches: Iterable[dict]) -> 
     for p, v in sums.items():
       for k, x in v.items():
         totals[p][k] += float(x)
-    n += float(np.sum(batch["weight"]))
+    n += float(np.sum(host_batch["weight"]))
   if totals is None or n == 0:
     raise ValueError("no evaluation users")
   elapsed = time.perf_counter() - start

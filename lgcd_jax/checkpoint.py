@@ -1,0 +1,63 @@
+"""Orbax checkpoints of a training run: `WORKDIR/checkpoints/{latest,best}`.
+
+Each checkpoint holds `state` (the model and optimizer, a pure dict of arrays) and `meta` (JSON: step,
+input-pipeline position, validation bookkeeping, the config, the item vocabularies). `latest` is for
+resuming; `best` is the best by the validation metric, for test evaluation and serving. Orbax writes into a
+temporary directory and renames it when complete, so a process killed mid-save leaves the previous
+checkpoint intact (and the temporary directory is cleaned up on the next start).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+
+KINDS = ("latest", "best")
+
+
+class Checkpointer:
+
+  def __init__(self, workdir: str | Path):
+    root = Path(workdir).absolute() / "checkpoints"
+    options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True,
+                                           cleanup_tmp_directories=True)
+    self.managers = {k: ocp.CheckpointManager(root / k, options=options) for k in KINDS}
+
+  def latest_step(self, kind: str = "latest") -> int | None:
+    return self.managers[kind].latest_step()
+
+  def save(self, kind: str, step: int, state: nnx.State, meta: dict) -> None:
+    mgr = self.managers[kind]
+    mgr.wait_until_finished()  # one save in flight per manager
+    if step in mgr.all_steps():  # a resumed run reaching the same step saves the same state
+      return
+    # A host copy: the device buffers are donated to the next train step while orbax writes.
+    pure = jax.device_get(nnx.to_pure_dict(state))
+    mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(pure),
+                                           meta=ocp.args.JsonSave(meta)))
+
+  def restore(self, kind: str, like_state: nnx.State, step: int | None = None
+              ) -> tuple[nnx.State, dict] | None:
+    """Restores into the structure of `like_state`; None when there is no checkpoint."""
+    mgr = self.managers[kind]
+    step = mgr.latest_step() if step is None else step
+    if step is None:
+      return None
+    abstract = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), nnx.to_pure_dict(like_state))
+    restored = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                                         meta=ocp.args.JsonRestore()))
+    state = jax.tree.map(lambda x: x, like_state)  # a copy to fill in
+    nnx.replace_by_pure_dict(state, restored["state"])
+    return state, restored["meta"]
+
+  def wait(self) -> None:
+    for mgr in self.managers.values():
+      mgr.wait_until_finished()
+
+  def close(self) -> None:
+    for mgr in self.managers.values():
+      mgr.close()

@@ -1,0 +1,273 @@
+"""Training LGCD (and its DMCDR / EMCDR variants): encoders, then the conditional diffusion model.
+
+One global step counter runs over two stages:
+  steps [0, encoder_steps)                  next-item pre-training of both sequence encoders;
+  steps [encoder_steps, encoder_steps+steps) the diffusion model on real and pseudo pairs, drawn by the
+                                            cyclic batch sampler, with validation every `eval_every`.
+Every step is a pure jitted function of (state, batch, rng) with the state donated; the rng of step i is
+fold_in(seed key, i) and the batch of step i is a pure function of i, so a resumed run repeats exactly
+what an uninterrupted one would have done. Test is evaluated once, at the end, with the best checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import math
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+from tqdm import tqdm
+
+from lgcd_jax import checkpoint as ckpt_lib
+from lgcd_jax import results as results_lib
+from lgcd_jax import sharding
+from lgcd_jax.clues import source as clue_source
+from lgcd_jax.data import pipeline
+from lgcd_jax.data.prepared import PreparedDataset, direction_domains
+from lgcd_jax.evaluation import evaluator
+from lgcd_jax.model.lgcd import LGCD
+from lgcd_jax.text import encoders as text_encoders
+
+
+class NonFiniteLossError(FloatingPointError):
+  pass
+
+
+def method_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The LGCD switches each trained method implies (the ablation switches stay the user's for lgcd)."""
+  c = ml_collections.ConfigDict(config.to_dict())
+  if config.method == "dmcdr":  # diffusion with linear / CFG conditioning and no pseudo data
+    c.model.use_pseudo = False
+    if c.model.conditioning == "cross_attention":
+      c.model.conditioning = "cfg"
+  elif config.method == "emcdr":  # a one-shot mapping source user -> target user, overlap users only
+    c.model.use_diffusion = False
+    c.model.use_pseudo = False
+    c.model.use_alignment = False
+    c.model.conditioning = "collab_only"
+  return c
+
+
+@dataclasses.dataclass
+class Setup:
+  """Everything a run builds before its first step; `recommend` and `bench` reuse it."""
+  config: ml_collections.ConfigDict
+  ds: PreparedDataset
+  clues: object
+  graphdef: nnx.GraphDef
+  state: nnx.State
+  mesh: jax.sharding.Mesh
+
+
+def make_optimizer(config) -> optax.GradientTransformation:
+  t = config.train
+  total = t.encoder_steps + t.steps
+  warmup = max(1, min(t.warmup_steps, total // 2))
+  schedule = optax.warmup_cosine_decay_schedule(0.0, t.lr, warmup, max(total, warmup + 1),
+                                                end_value=t.lr * 0.1)
+  return optax.chain(optax.clip_by_global_norm(t.grad_clip),
+                     optax.adamw(schedule, weight_decay=t.weight_decay))
+
+
+def build(config, ds: PreparedDataset, workdir: Path | None = None, clues=None) -> Setup:
+  """Title embeddings, clues, the model and its optimizer, split into (graphdef, state)."""
+  config = method_config(config)
+  src, tgt = direction_domains(config.direction)
+  titles = text_encoders.title_embeddings(config, ds, (src, tgt))
+  if clues is None:
+    clues = clue_source.load_or_make(config, ds, titles)
+  model = LGCD(config, ds.num_items(src), ds.num_items(tgt), titles[src], titles[tgt],
+               rngs=nnx.Rngs(config.seed))
+  optimizer = nnx.Optimizer(model, make_optimizer(config), wrt=nnx.Param)
+  graphdef, state = nnx.split((model, optimizer))
+  mesh = sharding.make_mesh()
+  return Setup(config, ds, clues, graphdef, sharding.put_replicated(mesh, state), mesh)
+
+
+# --- the pure step functions ------------------------------------------------------------------------
+
+
+def _apply(graphdef, state, loss_method, *args):
+  model, optimizer = nnx.merge(graphdef, state)
+
+  def loss_fn(model):
+    return getattr(model, loss_method)(*args)
+
+  (_, metrics), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+  metrics["grad_norm"] = optax.global_norm(grads)
+  optimizer.update(model, grads)
+  return nnx.state((model, optimizer)), metrics
+
+
+@functools.partial(jax.jit, static_argnums=0, donate_argnums=1)
+def encoder_step(graphdef, state, batch_src, batch_tgt, rng):
+  return _apply(graphdef, state, "encoder_loss", batch_src, batch_tgt, rng)
+
+
+@functools.partial(jax.jit, static_argnums=0, donate_argnums=1)
+def train_step(graphdef, state, batch, rng):
+  return _apply(graphdef, state, "loss", batch, rng)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3, 4))
+def score_step(graphdef, state, batch, sampler, steps, rng):
+  """Conditions -> guess -> reverse chain -> scores over every target item: one compiled function."""
+  model, _ = nnx.merge(graphdef, state)
+  return model.score(model.sample(batch, rng, sampler, steps))
+
+
+# --- evaluation -------------------------------------------------------------------------------------
+
+
+def evaluate_split(setup: Setup, state, split: str, sampler=None, steps=None) -> dict:
+  c = setup.config
+  batches = pipeline.eval_batches(setup.ds, c.direction, split, setup.clues, maxlen=c.data.maxlen,
+                                  clue_len=c.data.clue_len, text_dim=c.clues.text_dim,
+                                  batch_size=c.data.eval_batch_size)
+  rng = jax.random.key(c.seed + 7919)  # the same sampling noise at every evaluation
+  score = lambda b: score_step(setup.graphdef, state, b, sampler or c.model.sampler,
+                               steps or c.model.sample_steps, rng)
+  return evaluator.evaluate(score, batches, put=lambda b: _put_eval(setup.mesh, b))
+
+
+def _put_eval(mesh, batch):
+  local = pipeline.process_slice(batch, jax.process_index(), jax.process_count())
+  return sharding.put_batch(mesh, local)
+
+
+def _metric(result: dict, name: str) -> float:
+  proto, key = name.split("/")
+  return float(result[proto][key])
+
+
+# --- the loop ---------------------------------------------------------------------------------------
+
+
+def _meta(setup: Setup, step: int, best: dict, finished: bool, iterator_state=None) -> dict:
+  ds = setup.ds
+  src, tgt = direction_domains(setup.config.direction)
+  return {
+      "step": int(step),
+      "best": best,
+      "finished": bool(finished),
+      "iterator": iterator_state,
+      "config": setup.config.to_json(),
+      "direction": setup.config.direction,
+      "clue_source": getattr(setup.clues, "source", None),
+      "vocab": {"source": ds.item_ids[src].tolist(), "target": ds.item_ids[tgt].tolist()},
+  }
+
+
+def train_and_evaluate(config, workdir: Path, ds: PreparedDataset, data: str,
+                       log: results_lib.MetricsLog) -> dict:
+  setup = build(config, ds, workdir)
+  c = setup.config
+  t = c.train
+  sharding.check_batch_size(c.data.batch_size)
+  sharding.check_batch_size(c.data.eval_batch_size, "eval batch size")
+  ckpt = ckpt_lib.Checkpointer(workdir)
+  total = t.encoder_steps + t.steps
+  state = setup.state
+  best = {"metric": -math.inf, "step": -1, "evals_since": 0}
+  step, finished = 0, False
+  restored = ckpt.restore("latest", state)
+  if restored is not None:
+    state, meta = restored
+    state = sharding.put_replicated(setup.mesh, state)
+    step, best, finished = meta["step"], meta["best"], meta["finished"]
+    logging.info("resumed from %s at step %d", workdir / "checkpoints" / "latest", step)
+
+  src_dom, tgt_dom = direction_domains(c.direction)
+  seq_data = {d: pipeline.sequence_dataset(ds, d, c.data.maxlen, c.data.batch_size, c.seed + i)
+              for i, d in enumerate((src_dom, tgt_dom))}
+  pools = pipeline.PairPools.build(ds, c.direction, setup.clues, maxlen=c.data.maxlen,
+                                   clue_len=c.data.clue_len, text_dim=c.clues.text_dim)
+  use_pseudo = bool(c.model.use_pseudo) and len(pools.pseudo) > 0
+  pair_data = pipeline.train_dataset(pools, c.data.batch_size, c.seed,
+                                     cycle=tuple(c.model.cycle.split(",")),
+                                     cyclic=c.model.cyclic_batch, use_pseudo=use_pseudo)
+  pair_iter = pipeline.make_train_iterator(pair_data, start_step=max(0, step - t.encoder_steps))
+  base_key = jax.random.key(c.seed)
+  put = lambda b: sharding.put_batch(setup.mesh, b)
+  log.write("start", step=step, total_steps=total, devices=jax.device_count(),
+            processes=jax.process_count(), clue_source=getattr(setup.clues, "source", None),
+            pools={"real": len(pools.real), "pseudo": len(pools.pseudo) if use_pseudo else 0})
+
+  bar = tqdm(total=total, initial=step, desc=f"{c.method} {c.direction}", unit="step",
+             disable=jax.process_index() != 0 or finished, dynamic_ncols=True)
+  window_start, window_steps = time.perf_counter(), 0
+  while step < total and not finished:
+    rng = jax.random.fold_in(base_key, step)
+    if step < t.encoder_steps:
+      state, metrics = encoder_step(setup.graphdef, state, put(seq_data[src_dom][step]),
+                                    put(seq_data[tgt_dom][step]), rng)
+      stage = "encoder"
+    else:
+      state, metrics = train_step(setup.graphdef, state, put(next(pair_iter)), rng)
+      stage = "diffusion"
+    step += 1
+    window_steps += 1
+    loss = float(metrics["loss"] if stage == "diffusion"
+                 else metrics["encoder_loss/src"] + metrics["encoder_loss/tgt"])
+    if not math.isfinite(loss):
+      ckpt.wait()
+      raise NonFiniteLossError(
+          f"loss is {loss} at step {step} ({stage} stage); stopping. The last good checkpoint "
+          f"(step {ckpt.latest_step()}) in {workdir / 'checkpoints' / 'latest'} is intact; lower "
+          f"train.lr or check the data.")
+    bar.update(1)
+    if step % t.log_every == 0 or step == total:
+      elapsed = time.perf_counter() - window_start
+      users_per_s = window_steps * c.data.batch_size / max(elapsed, 1e-9)
+      host = {k: float(v) for k, v in jax.device_get(metrics).items()}
+      bar.set_postfix(loss=f"{loss:.4f}", users_s=f"{users_per_s:.0f}")
+      log.write("train", step=step, stage=stage, users_per_s=users_per_s, **host)
+      window_start, window_steps = time.perf_counter(), 0
+
+    at_eval = step > t.encoder_steps and ((step - t.encoder_steps) % t.eval_every == 0
+                                          or step == total)
+    if at_eval:
+      result = evaluate_split(setup, state, "valid")
+      value = _metric(result, t.select_metric)
+      improved = value > best["metric"]
+      if improved:
+        best = {"metric": value, "step": step, "evals_since": 0}
+        ckpt.save("best", step, state, _meta(setup, step, best, False))
+      else:
+        best["evals_since"] += 1
+      log.write("eval", step=step, split="valid", improved=improved,
+                **{k: result[k] for k in ("sampled", "full", "users_per_s")})
+      bar.write(f"step {step}: valid {t.select_metric} {value:.4f}"
+                f"{' (best)' if improved else ''}")
+      if best["evals_since"] >= t.patience:
+        logging.info("early stop at step %d: no validation gain in %d evals", step, t.patience)
+        finished = True
+    if at_eval or step % t.checkpoint_every == 0 or step == total:
+      finished = finished or step == total
+      ckpt.save("latest", step, state, _meta(setup, step, best, finished,
+                                             pair_iter.get_state() if step > t.encoder_steps
+                                             else None))
+      bar.close()
+  ckpt.wait()
+
+  # Test is read once, with the best validation checkpoint.
+  best_state = ckpt.restore("best", state)
+  if best_state is None:
+    raise RuntimeError("no best checkpoint: training ran no validation (train.steps must be > 0)")
+  state = sharding.put_replicated(setup.mesh, best_state[0])
+  scores = {split: evaluate_split(setup, state, split) for split in ("valid", "test")}
+  log.write("eval", step=best["step"], split="test", **{k: scores["test"][k]
+                                                         for k in ("sampled", "full")})
+  ckpt.close()
+  return results_lib.make_results(
+      c.method, c.direction, data, scores["valid"], scores["test"],
+      clue_source=getattr(setup.clues, "source", None), best_step=best["step"], steps_run=step,
+      sampling_users_per_s=scores["test"]["users_per_s"], config=c.to_dict())
