@@ -77,7 +77,7 @@ def main(argv=None) -> int:
         raw, args.output, source=args.source, arguments=arguments, seed=args.seed,
         num_negatives=args.num_negatives, overwrite=args.overwrite,
         extra_manifest={"source_stats": stats} if stats else None)
-  except (DataError, FileExistsError) as e:
+  except (DataError, FileExistsError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   from lgcd_jax.data import stats as stats_mod
