@@ -31,10 +31,19 @@ def _maybe_init_distributed():
     jax.distributed.initialize()
 
 
+class _QuietLibraries(logging.Filter):
+  """Orbax logs every save and restore at INFO; keep ours, drop theirs below WARNING."""
+
+  def filter(self, record):
+    return record.levelno >= logging.WARNING or "orbax" not in record.pathname
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.getLogger().setLevel(logging.INFO)
+  for handler in logging.getLogger().handlers + logging.getLogger("absl").handlers:
+    handler.addFilter(_QuietLibraries())
   _maybe_init_distributed()
   from lgcd_jax import experiment
   from lgcd_jax.data.errors import DataError

@@ -12,7 +12,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 
 def make_mesh() -> Mesh:
-  return jax.make_mesh((jax.device_count(),), ("data",))
+  # Auto axes: XLA propagates the batch sharding through the model; no per-op annotations needed.
+  return jax.make_mesh((jax.device_count(),), ("data",),
+                       axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

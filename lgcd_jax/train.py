@@ -151,13 +151,13 @@ def _metric(result: dict, name: str) -> float:
 # --- the loop ---------------------------------------------------------------------------------------
 
 
-def _meta(setup: Setup, step: int, best: dict, finished: bool, iterator_state=None) -> dict:
+def _meta(setup: Setup, step: int, best: dict, early_stopped: bool, iterator_state=None) -> dict:
   ds = setup.ds
   src, tgt = direction_domains(setup.config.direction)
   return {
       "step": int(step),
       "best": best,
-      "finished": bool(finished),
+      "early_stopped": bool(early_stopped),
       "iterator": iterator_state,
       "config": setup.config.to_json(),
       "direction": setup.config.direction,
@@ -177,12 +177,14 @@ def train_and_evaluate(config, workdir: Path, ds: PreparedDataset, data: str,
   total = t.encoder_steps + t.steps
   state = setup.state
   best = {"metric": -math.inf, "step": -1, "evals_since": 0}
-  step, finished = 0, False
+  step, finished, early_stopped = 0, False, False
   restored = ckpt.restore("latest", state)
   if restored is not None:
     state, meta = restored
     state = sharding.put_replicated(setup.mesh, state)
-    step, best, finished = meta["step"], meta["best"], meta["finished"]
+    step, best = meta["step"], meta["best"]
+    # A longer train.steps than the checkpoint's run continues it; an early stop stays stopped.
+    finished = meta["early_stopped"] or step >= total
     logging.info("resumed from %s at step %d", workdir / "checkpoints" / "latest", step)
 
   src_dom, tgt_dom = direction_domains(c.direction)
@@ -249,10 +251,9 @@ def train_and_evaluate(config, workdir: Path, ds: PreparedDataset, data: str,
                 f"{' (best)' if improved else ''}")
       if best["evals_since"] >= t.patience:
         logging.info("early stop at step %d: no validation gain in %d evals", step, t.patience)
-        finished = True
+        finished = early_stopped = True
     if at_eval or step % t.checkpoint_every == 0 or step == total:
-      finished = finished or step == total
-      ckpt.save("latest", step, state, _meta(setup, step, best, finished,
+      ckpt.save("latest", step, state, _meta(setup, step, best, early_stopped,
                                              pair_iter.get_state() if step > t.encoder_steps
                                              else None))
       bar.close()

@@ -164,33 +164,41 @@ class LGCD(nnx.Module):
     src, clue = batch["src"], batch["clue"]
     if clue.shape[1] > self.clue_len:
       raise ValueError(f"clue length {clue.shape[1]} exceeds data.clue_len {self.clue_len}")
+    batch_size = src.shape[0]
     src_mask = src > 0
-    collab_tokens = self.src_encoder(self.src_table(src), src_mask, rng)
-    collab_pooled = last_state(collab_tokens, src_mask)
-    types = self.token_type.embedding[...]
+    if self.conditioning == "semantic_only":
+      # The ablation has no collaborative input at all: skip the source encoder.
+      collab_tokens = jnp.zeros(src.shape + (self.d,), jnp.float32)
+      collab_mask = jnp.zeros_like(src_mask)
+      collab_pooled = jnp.zeros((batch_size, self.d), jnp.float32)
+    else:
+      collab_tokens = self.src_encoder(self.src_table(src), src_mask, rng)
+      collab_mask = src_mask
+      collab_pooled = last_state(collab_tokens, src_mask)
 
-    title_mask = src_mask & self.src_table.has_titles  # No titles: nothing to attend to.
-    title_tok = self.src_table.title(src) + types[0]
-    clue_mask = clue > 0
-    gate = jax.nn.sigmoid(self.clue_gate_scale[...] * batch["clue_sim"] + self.clue_gate_bias[...])
-    ranks = self.clue_rank(jnp.arange(clue.shape[1]))[None]
-    clue_tok = self.tgt_table(clue) * gate[..., None] + types[1] + ranks
-    summary_tok = (self.summary_proj(batch["summary"]) + types[2])[:, None, :]
-    summary_mask = (batch["has_summary"] > 0)[:, None]
-
-    sem_mask = jnp.concatenate([title_mask, clue_mask, summary_mask], axis=1)
-    sem_tokens = jnp.concatenate([title_tok, clue_tok, summary_tok], axis=1)
-    sem_tokens = sem_tokens * sem_mask[..., None]
-    count = jnp.maximum(jnp.sum(sem_mask, axis=1, keepdims=True), 1)
-    sem_pooled = jnp.sum(sem_tokens, axis=1) / count
-
+    num_sem = src.shape[1] + clue.shape[1] + 1
     if self.conditioning == "collab_only":
-      sem_mask = jnp.zeros_like(sem_mask)
-      sem_pooled = jnp.zeros_like(sem_pooled)
-    elif self.conditioning == "semantic_only":
-      src_mask = jnp.zeros_like(src_mask)
-      collab_pooled = jnp.zeros_like(collab_pooled)
-    return Conditions(collab_tokens=collab_tokens, collab_mask=src_mask, sem_tokens=sem_tokens,
+      # The ablation has no semantic input at all: empty, fully masked semantic tokens.
+      sem_tokens = jnp.zeros((batch_size, num_sem, self.d), jnp.float32)
+      sem_mask = jnp.zeros((batch_size, num_sem), bool)
+      sem_pooled = jnp.zeros((batch_size, self.d), jnp.float32)
+    else:
+      types = self.token_type.embedding[...]
+      title_mask = src_mask & self.src_table.has_titles  # No titles: nothing to attend to.
+      title_tok = self.src_table.title(src) + types[0]
+      clue_mask = clue > 0
+      gate = jax.nn.sigmoid(self.clue_gate_scale[...] * batch["clue_sim"]
+                            + self.clue_gate_bias[...])
+      ranks = self.clue_rank(jnp.arange(clue.shape[1]))[None]
+      clue_tok = self.tgt_table(clue) * gate[..., None] + types[1] + ranks
+      summary_tok = (self.summary_proj(batch["summary"]) + types[2])[:, None, :]
+      summary_mask = (batch["has_summary"] > 0)[:, None]
+      sem_mask = jnp.concatenate([title_mask, clue_mask, summary_mask], axis=1)
+      sem_tokens = jnp.concatenate([title_tok, clue_tok, summary_tok], axis=1)
+      sem_tokens = sem_tokens * sem_mask[..., None]
+      count = jnp.maximum(jnp.sum(sem_mask, axis=1, keepdims=True), 1)
+      sem_pooled = jnp.sum(sem_tokens, axis=1) / count
+    return Conditions(collab_tokens=collab_tokens, collab_mask=collab_mask, sem_tokens=sem_tokens,
                       sem_mask=sem_mask, collab_pooled=collab_pooled, sem_pooled=sem_pooled)
 
   def target_repr(self, tgt: jax.Array, tgt_weight: jax.Array) -> jax.Array:

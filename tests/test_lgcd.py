@@ -1,0 +1,241 @@
+"""Tests for the whole LGCD model: every variant under jit, loss weighting, and a tiny overfit run."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from configs import tiny
+from lgcd_jax.model.items import FrozenEmbedding
+from lgcd_jax.model.lgcd import LGCD
+
+NUM_SRC, NUM_TGT, B = 30, 20, 6
+
+
+def _config(**model_overrides):
+  c = tiny.get_config()  # d=16, T=10, T'=5, S=5, one encoder and one denoiser layer.
+  c.model.dropout = 0.0  # Every dropout site costs compile time (see VARIANTS).
+  for key, value in model_overrides.items():
+    c.model[key] = value
+  return c
+
+
+def _titles(n: int, text_dim: int, seed: int) -> np.ndarray:
+  return np.random.RandomState(seed).randn(n, text_dim).astype(np.float32)
+
+
+def _model(config, seed: int = 0, src_titles: bool = True) -> LGCD:
+  text_dim = config.clues.text_dim
+  return LGCD(config, NUM_SRC, NUM_TGT, _titles(NUM_SRC, text_dim, 1) if src_titles else None,
+              _titles(NUM_TGT, text_dim, 2), rngs=nnx.Rngs(seed))
+
+
+def _batch(config, seed: int = 0, batch_size: int = B) -> dict[str, np.ndarray]:
+  """A random pair batch: mixed real/pseudo rows, ragged left-padded sequences, one padding row."""
+  rs = np.random.RandomState(seed)
+  maxlen, clue_len, text_dim = config.data.maxlen, config.data.clue_len, config.clues.text_dim
+  lengths = rs.randint(1, maxlen + 1, batch_size)
+  left = np.arange(maxlen)[None, :] >= (maxlen - lengths)[:, None]
+  src = np.where(left, rs.randint(1, NUM_SRC + 1, (batch_size, maxlen)), 0)
+  tgt_left = np.arange(maxlen)[None, :] >= (maxlen - rs.randint(1, maxlen + 1, batch_size))[:, None]
+  tgt = np.where(tgt_left, rs.randint(1, NUM_TGT + 1, (batch_size, maxlen)), 0)
+  real = (np.arange(batch_size) % 2).astype(np.int32)
+  tgt_weight = np.where(tgt > 0, np.where(real[:, None] == 1, 1.0, rs.rand(batch_size, maxlen)), 0)
+  clue_right = np.arange(clue_len)[None, :] < rs.randint(0, clue_len + 1, batch_size)[:, None]
+  clue = np.where(clue_right, rs.randint(1, NUM_TGT + 1, (batch_size, clue_len)), 0)
+  weight = np.ones(batch_size, np.float32)
+  weight[-1] = 0.0
+  return dict(
+      src=src.astype(np.int32), tgt=tgt.astype(np.int32),
+      tgt_weight=tgt_weight.astype(np.float32), clue=clue.astype(np.int32),
+      clue_sim=np.where(clue > 0, rs.rand(batch_size, clue_len), 0).astype(np.float32),
+      summary=rs.randn(batch_size, text_dim).astype(np.float32),
+      has_summary=(rs.rand(batch_size) < 0.7).astype(np.float32), real=real, weight=weight,
+      user=np.arange(batch_size, dtype=np.int32))
+
+
+@functools.cache
+def _compiled(name: str):
+  """Per variant, one jitted (state, batch, rng) -> (loss, metrics, x0_hat, scores), cached."""
+  config = _config(**VARIANTS[name])
+  graphdef, state = nnx.split(_model(config))
+
+  @jax.jit
+  def run(state, batch, rng):
+    m = nnx.merge(graphdef, state)
+    r_loss, r_sample = jax.random.split(rng)
+    loss, metrics = m.loss(batch, r_loss, train=True)
+    x0_hat = m.sample(batch, r_sample)
+    return loss, metrics, x0_hat, m.score(x0_hat)
+
+  return config, run, state
+
+
+# Every conditioning variant and every ablation switch, a few switches per compiled model (each
+# compile costs seconds on a CPU). The checks below are per switch.
+VARIANTS = {
+    # Dropout stays off: each dropout site costs compile time, and the modules' dropout paths are
+    # covered in test_encoder / test_denoiser.
+    "default": dict(),  # cross-attention, MoE, guesser, alignment, DDIM.
+    "linear_no_moe": dict(conditioning="linear", use_moe=False),  # DreamRec-style MLP.
+    "cfg_ddpm": dict(conditioning="cfg", sampler="ddpm"),
+    "collab_only_no_alignment": dict(conditioning="collab_only", use_alignment=False),
+    "semantic_only_no_guesser": dict(conditioning="semantic_only", use_guesser=False),
+    "no_diffusion": dict(use_diffusion=False),
+}
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_variant_loss_and_sample_are_finite_under_jit(name):
+  config, run, state = _compiled(name)
+  batch = _batch(config)
+  loss, metrics, x0_hat, scores = run(state, batch, jax.random.key(0))
+  assert x0_hat.shape == (B, config.model.d) and scores.shape == (B, NUM_TGT)
+  for value in [loss, x0_hat, scores, *metrics.values()]:
+    assert np.isfinite(np.asarray(value)).all(), name
+  m = config.model
+
+  # The reported terms add up to the loss, each present exactly when it is part of the objective.
+  train = config.train
+  expected = train.rec_weight * metrics["rec_loss"]
+  expected += metrics["diffusion_loss"] if m.use_diffusion else 0.0
+  assert ("diffusion_loss" in metrics) == m.use_diffusion
+  uses_guesser = m.use_guesser or not m.use_diffusion
+  assert ("guesser_loss" in metrics) == uses_guesser
+  expected += train.guesser_weight * metrics["guesser_loss"] if uses_guesser else 0.0
+  expected += train.alignment_weight * metrics["alignment_loss"] if m.use_alignment else 0.0
+  np.testing.assert_allclose(loss, expected, rtol=1e-5)
+  assert metrics["rows"] == B - 1
+
+  experts = m.num_experts if m.use_moe else 1
+  gate = [k for k in metrics if k.startswith("gate_load/")]
+  assert len(gate) == (experts if m.use_diffusion else 0)
+  if gate:
+    np.testing.assert_allclose(sum(metrics[k] for k in gate), 1.0, rtol=1e-5)
+
+  if not m.use_diffusion:
+    # The guesser alone is the generator: sampling is deterministic, whatever the key.
+    _, _, again, _ = run(state, batch, jax.random.key(5))
+    np.testing.assert_allclose(again, x0_hat, rtol=1e-6)
+  if m.conditioning == "collab_only":
+    # No semantic input: clues and summary cannot move the sample.
+    other = dict(batch, clue=_batch(config, seed=9)["clue"], summary=-batch["summary"])
+    _, _, again, _ = run(state, other, jax.random.key(0))
+    np.testing.assert_allclose(again, x0_hat, rtol=1e-5, atol=1e-5)
+  if m.conditioning == "semantic_only":
+    # No collaborative input: source ID embeddings (seen only by the source encoder) cannot either.
+    state2 = jax.tree.map(lambda x: x, state)
+    ids = state2["src_table"]["id_embedding"]
+    ids.set_value(ids[...] + jax.random.normal(jax.random.key(1), ids.shape))
+    _, _, again, _ = run(state2, batch, jax.random.key(0))
+    np.testing.assert_allclose(again, x0_hat, rtol=1e-5, atol=1e-5)
+    other = dict(batch, clue=_batch(config, seed=9)["clue"])
+    _, _, moved, _ = run(state, other, jax.random.key(0))
+    assert not np.allclose(moved, x0_hat)
+
+
+def test_pseudo_rows_are_downweighted_and_padding_rows_are_ignored():
+  # Reuses the default model's compiled function; train=True there, but with dropout off.
+  config, run, state = _compiled("default")
+  # Same pathway embedding for both pathways, so only the loss weighting tells them apart.
+  state = jax.tree.map(lambda x: x, state)
+  emb = state["pathway"]["embedding"]
+  emb.set_value(jnp.stack([emb[...][1], emb[...][1]]))
+  metrics = lambda b: run(state, b, jax.random.key(0))[1]
+  batch = _batch(config)
+  real = metrics(dict(batch, real=np.ones(B, np.int32)))
+  pseudo = metrics(dict(batch, real=np.zeros(B, np.int32)))
+  for key in ("loss", "rec_loss", "diffusion_loss", "guesser_loss", "alignment_loss"):
+    np.testing.assert_allclose(pseudo[key], config.train.pseudo_weight * real[key], rtol=1e-5)
+
+  # Whatever a padding row (weight 0) holds, no metric moves.
+  junk = _batch(config, seed=3)
+  padded = {k: np.concatenate([v[:-1], junk[k][-1:]]) for k, v in batch.items()}
+  again = metrics(padded)
+  for key, value in metrics(batch).items():
+    np.testing.assert_allclose(again[key], value, rtol=1e-5, atol=1e-6)
+
+
+def test_encoder_loss_under_jit():
+  config = _config()
+  model = _model(config)
+  graphdef, state = nnx.split(model)
+  rs = np.random.RandomState(0)
+  length = config.data.maxlen + 1
+
+  def seq_batch(n_items):
+    seq = rs.randint(1, n_items + 1, (4, length)).astype(np.int32)
+    seq[0, :5] = 0
+    return {"seq": seq, "weight": np.array([1, 1, 1, 0], np.float32)}
+
+  fn = jax.jit(lambda s, a, b, r: nnx.merge(graphdef, s).encoder_loss(a, b, r))
+  loss, metrics = fn(state, seq_batch(NUM_SRC), seq_batch(NUM_TGT), jax.random.key(0))
+  assert np.isfinite(loss) and loss > 0
+  np.testing.assert_allclose(loss, metrics["encoder_loss/src"] + metrics["encoder_loss/tgt"],
+                             rtol=1e-6)
+
+
+def _overfit_data(config, users: int = 8):
+  """Users with distinct source histories and one distinct target item each."""
+  rs = np.random.RandomState(0)
+  maxlen, clue_len, text_dim = config.data.maxlen, config.data.clue_len, config.clues.text_dim
+  src = np.zeros((users, maxlen), np.int32)
+  for u in range(users):
+    src[u, -3:] = 3 * u + np.arange(1, 4)  # Items 3u..3u+2 (inputs +1), left-padded.
+  labels = rs.permutation(NUM_TGT)[:users]
+  tgt = np.zeros((users, maxlen), np.int32)
+  tgt[:, -1] = labels + 1
+  clue = rs.randint(1, NUM_TGT + 1, (users, clue_len)).astype(np.int32)  # Noise clues.
+  train = dict(src=src, tgt=tgt, tgt_weight=(tgt > 0).astype(np.float32), clue=clue,
+               clue_sim=rs.rand(users, clue_len).astype(np.float32),
+               summary=rs.randn(users, text_dim).astype(np.float32),
+               has_summary=np.ones(users, np.float32), real=np.ones(users, np.int32),
+               weight=np.ones(users, np.float32), user=np.arange(users, dtype=np.int32))
+  evaluation = {k: train[k] for k in ("src", "clue", "clue_sim", "summary", "has_summary")}
+  return train, evaluation, labels
+
+
+def test_tiny_model_overfits_and_frozen_titles_stay_put():
+  config = _config()
+  model = _model(config)
+  optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
+  assert "title_embedding" not in nnx.state(model, nnx.Param)["tgt_table"]
+  assert isinstance(model.tgt_table.title_embedding, FrozenEmbedding)
+  titles_before = np.asarray(model.tgt_table.title_embedding[...]).copy()
+  proj_before = np.asarray(model.tgt_table.title_proj.kernel[...]).copy()
+  train, evaluation, labels = _overfit_data(config)
+
+  graphdef, state = nnx.split((model, optimizer))
+
+  @jax.jit
+  def step(state, rng):
+    m, opt = nnx.merge(graphdef, state)
+    (loss, _), grads = nnx.value_and_grad(lambda m: m.loss(train, rng), has_aux=True)(m)
+    opt.update(m, grads)
+    # x0 is a stop-gradient target: the diffusion objectives never reach the target encoder.
+    tgt_enc_grad = optax.tree.norm(nnx.state(grads["tgt_encoder"], nnx.Param))
+    return nnx.state((m, opt)), loss, tgt_enc_grad
+
+  @jax.jit
+  def recommend(state, rng):
+    m, _ = nnx.merge(graphdef, state)
+    return m.score(m.sample(evaluation, rng, sampler="ddim"))
+
+  losses = []
+  for i in range(150):
+    state, loss, tgt_enc_grad = step(state, jax.random.key(i))
+    assert tgt_enc_grad == 0.0
+    losses.append(float(loss))
+  assert losses[-1] < 0.2 * losses[0]
+  scores = np.asarray(recommend(state, jax.random.key(1234)))
+  np.testing.assert_array_equal(scores.argmax(-1), labels)  # HR@1 = 1 for every user.
+
+  nnx.update(model, state[0])
+  np.testing.assert_array_equal(model.tgt_table.title_embedding[...], titles_before)
+  assert not np.allclose(model.tgt_table.title_proj.kernel[...], proj_before)
