@@ -13,8 +13,8 @@ from lgcd_jax.data import pipeline
 from lgcd_jax.data.prepared import SPLITS
 from lgcd_jax.evaluation import evaluator
 
-BASELINES = ("popularity", "cooccurrence", "mf")
-TRAINED = ("lgcd", "dmcdr", "emcdr", "llm_only")
+BASELINES = ("popularity", "cooccurrence", "mf", "llm_only")
+TRAINED = ("lgcd", "dmcdr", "emcdr")
 METHODS = BASELINES + TRAINED
 
 
@@ -30,10 +30,17 @@ def eval_batches(config, ds, split, clues=None):
 
 
 def make_baseline(config, ds):
-  from lgcd_jax.baselines import cooccurrence, mf, popularity
+  """(model, clues its eval batches need or None)."""
+  from lgcd_jax.baselines import cooccurrence, llm_only, mf, popularity
+  if config.method == "llm_only":
+    clues = None
+    if config.clues.clue_dir:
+      from lgcd_jax.clues import source
+      clues = source.load_or_make(config, ds)
+    return llm_only.LLMOnly(ds, config.direction, config, clues), clues
   cls = {"popularity": popularity.Popularity, "cooccurrence": cooccurrence.Cooccurrence,
          "mf": mf.JointMF}[config.method]
-  return cls(ds, config.direction, config)
+  return cls(ds, config.direction, config), None
 
 
 def run(config, workdir: str | Path) -> dict:
@@ -47,13 +54,14 @@ def run(config, workdir: str | Path) -> dict:
   data = loading.describe(config, ds)
   log = results_lib.MetricsLog(workdir, enabled=is_main)
   if config.method in BASELINES:
-    model = make_baseline(config, ds)
-    scores = {split: evaluator.evaluate(model.score, eval_batches(config, ds, split))
+    model, clues = make_baseline(config, ds)
+    scores = {split: evaluator.evaluate(model.score, eval_batches(config, ds, split, clues))
               for split in SPLITS}
     for split in SPLITS:
       log.write("eval", split=split, **{k: scores[split][k] for k in ("sampled", "full")})
+    extra = {"clue_source": model.source} if config.method == "llm_only" else {}
     res = results_lib.make_results(config.method, config.direction, data, scores["valid"],
-                                   scores["test"], config=config.to_dict())
+                                   scores["test"], config=config.to_dict(), **extra)
   else:
     from lgcd_jax import train
     res = train.train_and_evaluate(config, workdir, ds, data, log)
