@@ -102,7 +102,7 @@ def _apply(graphdef, state, loss_method, *args):
     return getattr(model, loss_method)(*args)
 
   (_, metrics), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
-  metrics["grad_norm"] = optax.global_norm(grads)
+  metrics["grad_norm"] = optax.tree.norm(grads)
   optimizer.update(model, grads)
   return nnx.state((model, optimizer)), metrics
 

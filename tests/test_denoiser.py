@@ -1,4 +1,4 @@
-"""Tests for the denoiser's parts: masked attention, the cross-attention block, MoE, guesser, denoiser."""
+"""Tests for the denoiser and its parts: masked attention, cross-attention block, MoE, guesser."""
 
 from __future__ import annotations
 

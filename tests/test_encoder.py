@@ -1,4 +1,4 @@
-"""Tests for the SASRec-style encoder: shapes, padding/causal masking, last_state, next-item loss."""
+"""Tests for the SASRec-style encoder: shapes, padding and causal masks, last_state, the loss."""
 
 from __future__ import annotations
 

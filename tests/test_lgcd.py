@@ -1,4 +1,4 @@
-"""Tests for the whole LGCD model: every variant under jit, loss weighting, and a tiny overfit run."""
+"""Tests for the whole LGCD model: every variant under jit, loss weighting, a tiny overfit run."""
 
 from __future__ import annotations
 
@@ -160,6 +160,16 @@ def test_pseudo_rows_are_downweighted_and_padding_rows_are_ignored():
   again = metrics(padded)
   for key, value in metrics(batch).items():
     np.testing.assert_allclose(again[key], value, rtol=1e-5, atol=1e-6)
+
+  # A row without any target item has no x0: it counts as padding.
+  no_target = dict(batch, tgt=batch["tgt"].copy())
+  no_target["tgt"][0] = 0
+  as_padding = dict(batch, weight=batch["weight"].copy())
+  as_padding["weight"][0] = 0.0
+  a, b = metrics(no_target), metrics(as_padding)
+  assert a["rows"] == B - 2
+  for key, value in b.items():
+    np.testing.assert_allclose(a[key], value, rtol=1e-5, atol=1e-6)
 
 
 def test_encoder_loss_under_jit():

@@ -17,7 +17,7 @@ embedding (real / pseudo) into one conditioning vector `step`. Then, by conditio
                    sampling combines conditional and unconditional predictions.
 
 Finally `MoEFusion` maps [x_t, collab read-out, semantic read-out, step] to x0_hat, gated by
-[pooled collab, pooled semantic, pathway]. Dropout follows `attention.py`: rng=None is deterministic.
+[pooled collab, pooled semantic, pathway]. Dropout follows `attention.py` (rng=None: deterministic).
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ class SequenceEncoder(nnx.Module):
     self.emb_dropout = nnx.Dropout(dropout_rate)
     self.blocks = nnx.List(
         [SelfAttentionBlock(d, heads, dropout_rate, rngs=rngs) for _ in range(layers)])
-    # A final LayerNorm keeps states at unit scale: they are the diffusion's x0, noised with N(0, I).
+    # A final LayerNorm keeps states at unit scale: they become the diffusion's x0, noised N(0, I).
     self.ln_out = nnx.LayerNorm(d, rngs=rngs)
 
   def __call__(self, emb: jax.Array, mask: jax.Array, rng: jax.Array | None = None) -> jax.Array:

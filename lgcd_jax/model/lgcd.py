@@ -22,11 +22,14 @@ Choices where the design leaves room (DESIGN.md §2):
 - Row weighting: a row's weight is weight * (1 if real else pseudo_weight), and every loss term is
   sum(row weight * row loss) / (number of actual rows). Dividing by the row count rather than the
   weight sum keeps an all-pseudo batch (the cyclic sampler makes them) down-weighted as a whole.
+  A row without any target item has no x0 and counts as padding.
 - Alignment: InfoNCE of cos(x0_hat_i, x0_j) / temperature over the batch's actual rows, positive
   j = i. Always computed and reported; added to the loss only when use_alignment.
 - Guesser loss: MSE(guess, x0), in the loss whenever the guesser is used (use_guesser, or
   use_diffusion=False where the guesser alone produces x0_hat).
 - The diffusion step t ~ U{0..T-1}; the denoiser is trained on x0 MSE (x0-parameterisation).
+- collab_only / semantic_only get no semantic (resp. collaborative) input at all: fully masked
+  tokens and zero pooled vectors, also in the MoE gate and the guesser.
 - Sampling: DDIM (or DDPM) from the guess noised to T' = guess_start_step when use_guesser, else
   from pure noise at T; always on the real pathway. DDIM steps are capped at the chain length.
 
@@ -223,11 +226,14 @@ class LGCD(nnx.Module):
     """The training objective on a pair batch; returns (scalar loss, metrics).
 
     Metrics: loss, rec_loss, alignment_loss, diffusion_loss (use_diffusion), guesser_loss (when the
-    guesser is used), gate_load/<e> per expert (use_diffusion), rows (actual rows in the batch).
+    guesser is used), gate_load/<e> per expert (use_diffusion), rows (rows that count: weight > 0
+    and at least one target item).
     With train=False dropout and the CFG condition dropout are off (noise and t are still drawn).
     """
     r_cond, r_guess, r_diff, r_den, r_cfg = jax.random.split(rng, 5)
-    weight = batch["weight"].astype(jnp.float32)
+    # A row counts when it is an actual example with at least one target item (else it has no x0).
+    has_target = jnp.any((batch["tgt"] > 0) & (batch["tgt_weight"] > 0), axis=1)
+    weight = batch["weight"].astype(jnp.float32) * has_target
     real = batch["real"]
     row_w = weight * jnp.where(real == 1, 1.0, self.pseudo_weight)
     num_rows = jnp.maximum(jnp.sum(weight), 1.0)
