@@ -1,0 +1,29 @@
+"""The benchmark runs end to end and reports what its JSON contract promises."""
+
+import json
+
+from configs import tiny
+from lgcd_jax import bench
+
+
+def test_quick_bench_reports_every_field(tmp_path):
+  result = bench.run(tiny.get_config(), str(tmp_path), [64], ["float32"], 2, 2, quick=True)
+  json.dumps(result)  # the --json output must serialise
+  assert set(result) >= {"device", "config", "sampling", "train"}
+  samplers = {row["sampler"] for row in result["sampling"]}
+  assert samplers == {"ddim", "ddpm"}
+  for row in result["sampling"]:
+    assert set(row) >= {"batch_size", "sampler", "steps", "precision", "users_per_s", "compile_s",
+                        "flops_per_user", "bytes_per_user"}
+    assert row["users_per_s"] > 0 and row["flops_per_user"] > 0
+  ddpm = next(r for r in result["sampling"] if r["sampler"] == "ddpm")
+  ddim = next(r for r in result["sampling"] if r["sampler"] == "ddim")
+  if ddpm["steps"] > ddim["steps"]:  # more reverse steps cost more FLOPs per user
+    assert ddpm["flops_per_user"] > ddim["flops_per_user"]
+  assert result["train"]["batch_size"] == tiny.get_config().data.batch_size
+  assert result["train"]["users_per_s"] > 0
+
+
+def test_peak_table_lookup():
+  assert bench.device_peak("NVIDIA H200")["bfloat16"] > 0
+  assert bench.device_peak("cpu") is None
