@@ -19,13 +19,43 @@ from flax import nnx
 KINDS = ("latest", "best")
 
 
+def _abstract(state: nnx.State):
+  return jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), nnx.to_pure_dict(state))
+
+
 class Checkpointer:
 
-  def __init__(self, workdir: str | Path):
+  def __init__(self, workdir: str | Path | None, managers: dict | None = None):
+    if managers is not None:
+      self.managers = managers
+      return
     root = Path(workdir).absolute() / "checkpoints"
     options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True,
                                            cleanup_tmp_directories=True)
     self.managers = {k: ocp.CheckpointManager(root / k, options=options) for k in KINDS}
+
+  @classmethod
+  def for_directory(cls, directory: str | Path) -> "Checkpointer":
+    """A read-only view of one manager directory (e.g. WORKDIR/checkpoints/best), as kind "best"."""
+    options = ocp.CheckpointManagerOptions(read_only=True, create=False)
+    return cls(None, {"best": ocp.CheckpointManager(Path(directory).absolute(), options=options)})
+
+  def restore_meta(self, step: int | None = None, kind: str = "best") -> dict | None:
+    mgr = self.managers[kind]
+    step = mgr.latest_step() if step is None else step
+    if step is None:
+      return None
+    return mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
+  def restore_state(self, like_state: nnx.State, step: int | None = None,
+                    kind: str = "best") -> nnx.State:
+    mgr = self.managers[kind]
+    step = mgr.latest_step() if step is None else step
+    restored = mgr.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(_abstract(like_state))))
+    state = jax.tree.map(lambda x: x, like_state)
+    nnx.replace_by_pure_dict(state, restored["state"])
+    return state
 
   def latest_step(self, kind: str = "latest") -> int | None:
     return self.managers[kind].latest_step()
@@ -47,8 +77,8 @@ class Checkpointer:
     step = mgr.latest_step() if step is None else step
     if step is None:
       return None
-    abstract = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), nnx.to_pure_dict(like_state))
-    restored = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+    restored = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(
+        _abstract(like_state)),
                                                          meta=ocp.args.JsonRestore()))
     state = jax.tree.map(lambda x: x, like_state)  # a copy to fill in
     nnx.replace_by_pure_dict(state, restored["state"])

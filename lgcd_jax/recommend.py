@@ -1,0 +1,283 @@
+"""Serve recommendations from a checkpoint: `python -m lgcd_jax.recommend`.
+
+  python -m lgcd_jax.recommend --workdir=DIR --input=users.jsonl --output=recs.jsonl --topk=10 \
+      [--sampler=ddim --steps=S --batch_size=B]   (or --checkpoint=PATH instead of --workdir)
+
+Input lines: {"user": ID, "source_items": [...], "clue": {...} (optional)}. Source items are original ids
+(ASINs, strings) or prepared indices (integers). A clue, as the LLM pipeline writes it per user, is
+{"items": [target ids or indices, most likely first], "sims": [...], "summary_emb": [...] (optional)};
+without one the offline neighbour bridge clue is computed on the fly from the overlap users stored in the
+checkpoint, and each output line says which clue source served it.
+Output lines, one per input line in input order: {"user", "items": [original ids], "scores": [...],
+"clue_source"}, or {"user" (if known), "line": N, "error": "<why>"} for a line that cannot be served.
+
+It needs no training data: the best checkpoint holds the weights (title embeddings included), the config,
+the item vocabularies and the bridge's overlap users. `Recommender` is the importable API for a service.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import app, flags
+from flax import nnx
+
+from lgcd_jax import checkpoint as ckpt_lib
+from lgcd_jax.data import pipeline
+from lgcd_jax.data.prepared import PreparedDataset, Ragged, direction_domains
+from lgcd_jax.train import SAMPLE_SEED_OFFSET, make_optimizer
+
+
+
+class LineError(ValueError):
+  pass
+
+
+def _find_checkpoint(workdir: str | None, checkpoint: str | None) -> tuple[Path, int | None]:
+  """(manager directory, step or None for its latest)."""
+  if checkpoint:
+    path = Path(checkpoint)
+    if path.name.isdigit() and path.is_dir():
+      return path.parent, int(path.name)
+    return path, None
+  if not workdir:
+    raise ValueError("give --workdir=DIR or --checkpoint=PATH")
+  return Path(workdir) / "checkpoints" / "best", None
+
+
+class Recommender:
+  """Restores the best checkpoint once, then serves batches of users through one jitted function."""
+
+  def __init__(self, workdir: str | None = None, checkpoint: str | None = None,
+               sampler: str | None = None, steps: int | None = None, batch_size: int = 256):
+    from lgcd_jax.model.lgcd import LGCD
+    manager_dir, step = _find_checkpoint(workdir, checkpoint)
+    if not manager_dir.exists():
+      raise FileNotFoundError(f"no checkpoint at {manager_dir}")
+    ckpt = ckpt_lib.Checkpointer.for_directory(manager_dir)
+    meta = ckpt.restore_meta(step)
+    if meta is None:
+      raise FileNotFoundError(f"no finished checkpoint in {manager_dir}")
+    self.meta = meta
+    self.config = ml_collections.ConfigDict(json.loads(meta["config"]))
+    c = self.config
+    self.src_ids = np.asarray(meta["vocab"]["source"], dtype=str)
+    self.tgt_ids = np.asarray(meta["vocab"]["target"], dtype=str)
+    self.src_index = {x: i for i, x in enumerate(self.src_ids)}
+    self.tgt_index = {x: i for i, x in enumerate(self.tgt_ids)}
+    n_src, n_tgt = len(self.src_ids), len(self.tgt_ids)
+    zeros = lambda n: np.zeros((n, c.clues.text_dim), np.float32)  # replaced by the checkpoint's
+    model = LGCD(c, n_src, n_tgt, zeros(n_src), zeros(n_tgt), rngs=nnx.Rngs(0))
+    # The checkpoint holds (model, optimizer): rebuild the same optimizer so the structures match.
+    optimizer = nnx.Optimizer(model, make_optimizer(c), wrt=nnx.Param)
+    graphdef, like = nnx.split((model, optimizer))
+    restored = ckpt.restore_state(like, step)
+    model, _ = nnx.merge(graphdef, restored)
+    self.graphdef, self.state = nnx.split(model)
+    self.sampler = sampler or c.model.sampler
+    self.steps = int(steps or c.model.sample_steps)
+    self.batch_size = int(batch_size)
+    self.rng = jax.random.key(c.seed + SAMPLE_SEED_OFFSET)
+    self._bridge = None
+    self._topk = jax.jit(self._topk_impl, static_argnums=(0, 1, 2, 5))
+
+  # --- clues --------------------------------------------------------------------------------------
+
+  @property
+  def bridge_source(self) -> str:
+    return self.meta.get("clue_source") or "bridge:neighbours"
+
+  def _bridge_scores(self, src: np.ndarray) -> jax.Array:
+    if self._bridge is None:
+      from lgcd_jax.clues import bridge
+      data = self.meta.get("bridge")
+      if not data:
+        raise LineError("this checkpoint stores no overlap users for the bridge; give a clue")
+      c = self.config
+      src_dom, tgt_dom = direction_domains(c.direction)
+      pools = {"overlap": {src_dom: Ragged.from_lists(data["source"]),
+                           tgt_dom: Ragged.from_lists(data["target"])}}
+      ds = PreparedDataset(None, {}, {src_dom: self.src_ids, tgt_dom: self.tgt_ids}, {}, {},
+                           pools, {})
+      self._bridge = bridge.NeighbourBridge(ds, c.direction, k=c.clues.bridge_k)
+    return self._bridge.scores(src, -np.ones(src.shape[0], np.int32))
+
+  # --- parsing ------------------------------------------------------------------------------------
+
+  def _item(self, x, index: dict, n: int, what: str) -> int:
+    if isinstance(x, bool):
+      raise LineError(f"{what}: {x!r} is not an item id")
+    if isinstance(x, int):
+      if not 0 <= x < n:
+        raise LineError(f"{what}: index {x} is outside [0, {n})")
+      return x
+    if isinstance(x, str) and x in index:
+      return index[x]
+    raise LineError(f"{what}: unknown item {x!r}")
+
+  def parse(self, record) -> dict:
+    """A validated request: {"user", "src": [indices], "clue": (items, sims, summary) or None}."""
+    if not isinstance(record, dict):
+      raise LineError("a line must be a JSON object")
+    if "user" not in record:
+      raise LineError('missing "user"')
+    items = record.get("source_items")
+    if not isinstance(items, list):
+      raise LineError('"source_items" must be a list of item ids')
+    if not items:
+      raise LineError("empty source history: nothing to recommend from")
+    src = [self._item(x, self.src_index, len(self.src_ids), "source_items") for x in items]
+    clue = record.get("clue")
+    if clue is not None:
+      if not isinstance(clue, dict) or not isinstance(clue.get("items"), list):
+        raise LineError('"clue" must be an object with an "items" list')
+      c_items = [self._item(x, self.tgt_index, len(self.tgt_ids), "clue.items")
+                 for x in clue["items"]]
+      sims = clue.get("sims", [1.0] * len(c_items))
+      if (not isinstance(sims, list) or len(sims) != len(c_items)
+          or not all(isinstance(s, (int, float)) and np.isfinite(s) for s in sims)):
+        raise LineError('"clue.sims" must be finite numbers, one per clue item')
+      summary = clue.get("summary_emb")
+      if summary is not None:
+        if (not isinstance(summary, list) or len(summary) != self.config.clues.text_dim
+            or not all(isinstance(s, (int, float)) and np.isfinite(s) for s in summary)):
+          raise LineError(f'"clue.summary_emb" must be {self.config.clues.text_dim} finite numbers')
+      clue = (c_items, [float(s) for s in sims], summary)
+    return {"user": record["user"], "src": src, "clue": clue}
+
+  # --- serving ------------------------------------------------------------------------------------
+
+  def _topk_impl(self, graphdef, sampler, steps, state, batch, topk, rng):
+    model = nnx.merge(graphdef, state)
+    return jax.lax.top_k(model.score(model.sample(batch, rng, sampler, steps)), topk)
+
+  def _batch(self, requests: list[dict]) -> tuple[dict, list[str]]:
+    c = self.config
+    b, maxlen, clue_len, text_dim = self.batch_size, c.data.maxlen, c.data.clue_len, c.clues.text_dim
+    padded = requests + [requests[-1]] * (b - len(requests))  # padding rows repeat the last user
+    src = np.stack([pipeline.pad_left(r["src"], maxlen) for r in padded])
+    clue = np.zeros((b, clue_len), np.int32)
+    clue_sim = np.zeros((b, clue_len), np.float32)
+    summary = np.zeros((b, text_dim), np.float32)
+    has_summary = np.zeros((b,), np.float32)
+    sources = []
+    need_bridge = [i for i, r in enumerate(padded) if r["clue"] is None]
+    if need_bridge:
+      values, items = jax.lax.top_k(self._bridge_scores(src[need_bridge]), clue_len)
+      values, items = np.asarray(values), np.asarray(items)
+      for row, i in enumerate(need_bridge):
+        keep = values[row] > 0  # the bridge's rule: items with a vote, sims relative to the best
+        n = int(keep.sum())
+        clue[i, :n] = items[row][keep] + 1
+        clue_sim[i, :n] = values[row][keep] / max(values[row][0], 1e-12)
+    for i, r in enumerate(padded):
+      if r["clue"] is not None:
+        c_items, sims, summ = r["clue"]
+        c_items, sims = c_items[:clue_len], sims[:clue_len]
+        clue[i, :len(c_items)] = np.asarray(c_items, np.int32) + 1
+        clue_sim[i, :len(sims)] = sims
+        if summ is not None:
+          summary[i] = summ
+          has_summary[i] = 1.0
+      if i < len(requests):
+        sources.append("request" if r["clue"] is not None else self.bridge_source)
+    batch = {"src": src, "clue": clue, "clue_sim": clue_sim, "summary": summary,
+             "has_summary": has_summary}
+    return batch, sources
+
+  def recommend_batch(self, requests: list[dict], topk: int) -> list[dict]:
+    """Requests (from `parse`, at most batch_size) -> one output record each."""
+    topk = min(int(topk), len(self.tgt_ids))
+    batch, sources = self._batch(requests)
+    scores, items = self._topk(self.graphdef, self.sampler, self.steps, self.state,
+                               {k: jnp.asarray(v) for k, v in batch.items()}, topk, self.rng)
+    scores, items = np.asarray(scores), np.asarray(items)
+    return [{"user": r["user"], "items": self.tgt_ids[items[i]].tolist(),
+             "scores": [float(x) for x in scores[i]], "clue_source": sources[i]}
+            for i, r in enumerate(requests)]
+
+  def serve_lines(self, lines: Iterable[str], topk: int) -> Iterator[dict]:
+    """One output record per input line, in order; bad lines give error records, the rest are served."""
+    pending: list[tuple[int, dict]] = []
+    out: dict[int, dict] = {}
+    next_out = 1
+
+    def flush():
+      nonlocal pending
+      if pending:
+        for (lineno, _), rec in zip(pending, self.recommend_batch([r for _, r in pending], topk)):
+          out[lineno] = rec
+        pending = []
+
+    for lineno, line in enumerate(lines, 1):
+      record = None
+      try:
+        record = json.loads(line)
+        pending.append((lineno, self.parse(record)))
+      except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        out[lineno] = {"line": lineno, "error": f"malformed JSON: {e}"}
+      except LineError as e:
+        err = {"line": lineno, "error": str(e)}
+        if isinstance(record, dict) and "user" in record:
+          err = {"user": record["user"], **err}
+        out[lineno] = err
+      if len(pending) == self.batch_size:
+        flush()
+      while next_out in out:
+        yield out.pop(next_out)
+        next_out += 1
+    flush()
+    while next_out in out:
+      yield out.pop(next_out)
+      next_out += 1
+
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "A training run's workdir (its best checkpoint).")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A checkpoint directory instead of --workdir.")
+_INPUT = flags.DEFINE_string("input", None, "users.jsonl")
+_OUTPUT = flags.DEFINE_string("output", None, "recs.jsonl (written atomically)")
+_TOPK = flags.DEFINE_integer("topk", 10, "Items per user.")
+_SAMPLER = flags.DEFINE_enum("sampler", None, ["ddim", "ddpm"], "Default: the checkpoint's config.")
+_STEPS = flags.DEFINE_integer("steps", None, "DDIM steps. Default: the checkpoint's config.")
+_BATCH = flags.DEFINE_integer("batch_size", 256, "Users per compiled call.")
+
+
+def main(argv):
+  del argv
+  if not _INPUT.value or not _OUTPUT.value:
+    raise app.UsageError("--input and --output are required")
+  start = time.perf_counter()
+  rec = Recommender(_WORKDIR.value, _CHECKPOINT.value, _SAMPLER.value, _STEPS.value, _BATCH.value)
+  out_path = Path(_OUTPUT.value)
+  tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
+  served = failed = 0
+  serve_start = time.perf_counter()
+  try:
+    with open(_INPUT.value, encoding="utf-8", errors="replace") as f_in, \
+        open(tmp, "w", encoding="utf-8") as f_out:
+      for record in rec.serve_lines(f_in, _TOPK.value):
+        f_out.write(json.dumps(record) + "\n")
+        if "error" in record:
+          failed += 1
+        else:
+          served += 1
+    os.replace(tmp, out_path)
+  finally:
+    if tmp.exists():
+      tmp.unlink()
+  elapsed = time.perf_counter() - serve_start
+  print(f"served {served} users, {failed} lines with errors, {served / max(elapsed, 1e-9):,.0f} "
+        f"users/s (load {serve_start - start:.1f}s); wrote {out_path}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+  app.run(main)
