@@ -37,6 +37,9 @@ from lgcd_jax.model.lgcd import LGCD
 from lgcd_jax.text import encoders as text_encoders
 
 
+SAMPLE_SEED_OFFSET = 7919  # evaluation and serving draw their sampling noise from seed + this
+
+
 class NonFiniteLossError(FloatingPointError):
   pass
 
@@ -77,6 +80,28 @@ def make_optimizer(config) -> optax.GradientTransformation:
                      optax.adamw(schedule, weight_decay=t.weight_decay))
 
 
+def id_init(config, ds: PreparedDataset) -> tuple[np.ndarray | None, np.ndarray | None]:
+  """Initial (source, target) ID embeddings: None (random) or the joint MF's item factors.
+
+  model.id_init = "mf" starts both tables from the rank-d item factors of the joint factorisation
+  over all training users (DESIGN.md §2: the strongest simple baseline's structure), each table
+  rescaled to unit mean row norm, the scale of the random initialisation.
+  """
+  if config.model.get("id_init", "random") == "random":
+    return None, None
+  if config.model.id_init != "mf":
+    raise ValueError(f"model.id_init must be 'random' or 'mf', got {config.model.id_init!r}")
+  from lgcd_jax.baselines import mf
+  joint = mf.JointMF(ds, config.direction, config, rank=int(config.model.d), item_power=0.0,
+                     seed=config.seed)
+
+  def unit_scale(v):
+    v = np.asarray(v, np.float32)
+    return v / max(float(np.mean(np.linalg.norm(v, axis=1))), 1e-8)
+
+  return unit_scale(joint.v_src), unit_scale(joint.v_tgt)
+
+
 def build(config, ds: PreparedDataset, workdir: Path | None = None, clues=None) -> Setup:
   """Title embeddings, clues, the model and its optimizer, split into (graphdef, state)."""
   config = method_config(config)
@@ -84,8 +109,9 @@ def build(config, ds: PreparedDataset, workdir: Path | None = None, clues=None) 
   titles = text_encoders.title_embeddings(config, ds, (src, tgt))
   if clues is None:
     clues = clue_source.load_or_make(config, ds, titles)
+  src_init, tgt_init = id_init(config, ds)
   model = LGCD(config, ds.num_items(src), ds.num_items(tgt), titles[src], titles[tgt],
-               rngs=nnx.Rngs(config.seed))
+               rngs=nnx.Rngs(config.seed), src_id_init=src_init, tgt_id_init=tgt_init)
   optimizer = nnx.Optimizer(model, make_optimizer(config), wrt=nnx.Param)
   graphdef, state = nnx.split((model, optimizer))
   mesh = sharding.make_mesh()
@@ -132,7 +158,7 @@ def evaluate_split(setup: Setup, state, split: str, sampler=None, steps=None) ->
   batches = pipeline.eval_batches(setup.ds, c.direction, split, setup.clues, maxlen=c.data.maxlen,
                                   clue_len=c.data.clue_len, text_dim=c.clues.text_dim,
                                   batch_size=c.data.eval_batch_size)
-  rng = jax.random.key(c.seed + 7919)  # the same sampling noise at every evaluation
+  rng = jax.random.key(c.seed + SAMPLE_SEED_OFFSET)  # the same sampling noise at every evaluation
   score = lambda b: score_step(setup.graphdef, state, b, sampler or c.model.sampler,
                                steps or c.model.sample_steps, rng)
   return evaluator.evaluate(score, batches, put=lambda b: _put_eval(setup.mesh, b))
@@ -163,6 +189,9 @@ def _meta(setup: Setup, step: int, best: dict, early_stopped: bool, iterator_sta
       "direction": setup.config.direction,
       "clue_source": getattr(setup.clues, "source", None),
       "vocab": {"source": ds.item_ids[src].tolist(), "target": ds.item_ids[tgt].tolist()},
+      # The overlap users the neighbour bridge needs to serve a user without a clue (recommend.py).
+      "bridge": {"source": ds.pools["overlap"][src].to_lists(),
+                 "target": ds.pools["overlap"][tgt].to_lists()},
   }
 
 
@@ -256,7 +285,7 @@ def train_and_evaluate(config, workdir: Path, ds: PreparedDataset, data: str,
       ckpt.save("latest", step, state, _meta(setup, step, best, early_stopped,
                                              pair_iter.get_state() if step > t.encoder_steps
                                              else None))
-      bar.close()
+  bar.close()
   ckpt.wait()
 
   # Test is read once, with the best validation checkpoint.
