@@ -23,11 +23,22 @@ flags.mark_flags_as_required(["config"])
 
 
 def _maybe_init_distributed():
-  """Joins a multi-host run when the usual environment says there is one."""
+  """Joins a multi-host run when the environment says there is one.
+
+  Explicit: JAX_COORDINATOR_ADDRESS=host:port, JAX_NUM_PROCESSES=N, JAX_PROCESS_ID=i on every host.
+  Otherwise JAX's own cluster detection (SLURM, Cloud TPU, MPI) when such a cluster is visible.
+  """
   import jax
-  keys = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS")
-  if any(os.environ.get(k) for k in keys) or os.environ.get("TPU_WORKER_HOSTNAMES") or (
-      os.environ.get("SLURM_NTASKS", "1") != "1"):
+  explicit = os.environ.get("JAX_NUM_PROCESSES")
+  detected = os.environ.get("TPU_WORKER_HOSTNAMES") or os.environ.get("SLURM_NTASKS", "1") != "1"
+  if not (explicit or detected or os.environ.get("JAX_COORDINATOR_ADDRESS")):
+    return
+  # Cross-process collectives on CPU hosts (harmless on GPU/TPU, whose own collectives are used).
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  if explicit:
+    jax.distributed.initialize(os.environ.get("JAX_COORDINATOR_ADDRESS"), int(explicit),
+                               int(os.environ["JAX_PROCESS_ID"]))
+  else:
     jax.distributed.initialize()
 
 

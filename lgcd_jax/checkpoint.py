@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
@@ -20,7 +21,12 @@ KINDS = ("latest", "best")
 
 
 def _abstract(state: nnx.State):
-  return jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), nnx.to_pure_dict(state))
+  """Restore targets shaped like `state`: its sharding for jax arrays, host numpy otherwise."""
+  def leaf(x):
+    if isinstance(x, jax.Array):
+      return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+    return np.zeros(x.shape, x.dtype)
+  return jax.tree.map(leaf, nnx.to_pure_dict(state))
 
 
 class Checkpointer:
@@ -62,11 +68,14 @@ class Checkpointer:
 
   def save(self, kind: str, step: int, state: nnx.State, meta: dict) -> None:
     mgr = self.managers[kind]
-    mgr.wait_until_finished()  # one save in flight per manager
+    # One save in flight at a time, across managers: orbax names its cross-process barriers by step,
+    # so `best` and `latest` saving the same step concurrently would wait on each other's barrier.
+    self.wait()
     if step in mgr.all_steps():  # a resumed run reaching the same step saves the same state
       return
-    # A host copy: the device buffers are donated to the next train step while orbax writes.
-    pure = jax.device_get(nnx.to_pure_dict(state))
+    # Fresh buffers: the state's own are donated to the next train step while orbax writes. Global
+    # jax arrays (not host numpy) let orbax write a replicated array once across processes.
+    pure = jax.tree.map(jnp.copy, nnx.to_pure_dict(state))
     mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(pure),
                                            meta=ocp.args.JsonSave(meta)))
 

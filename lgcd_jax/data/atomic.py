@@ -30,7 +30,12 @@ def atomic_directory(final: str | os.PathLike, overwrite: bool = False):
       os.rename(tmp, final)
       shutil.rmtree(trash, ignore_errors=True)
     else:
-      os.rename(tmp, final)
+      try:
+        os.rename(tmp, final)
+      except OSError:
+        if final.exists():  # another process finished the same directory first
+          raise FileExistsError(f"{final} already exists") from None
+        raise
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise

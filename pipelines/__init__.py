@@ -1,0 +1,16 @@
+"""LLM clue generation (pseudo-overlap, DESIGN.md §2 and §5).
+
+`python -m pipelines.pseudo_overlap` turns each user's source-domain history into a language clue (a
+preference summary plus target-domain item descriptions mapped to real target items) and writes the
+`ClueSet` shards that training reads (`lgcd_jax.data.clues`). Modules, in the order the data flows:
+
+  users.py      who needs a clue in a direction, and their source histories
+  prompts.py    the versioned prompt (PROMPT_VERSION) and the repair follow-up
+  cache.py      every LLM response on disk, keyed by sha256(model, PROMPT_VERSION, prompt)
+  backends.py   where answers come from: Messages API, Message Batches API, or a replay file
+  parsing.py    tolerant JSON extraction and validation of an answer
+  mapping.py    descriptions -> nearest target items (cosine of text embeddings), summary embeddings
+  pricing.py    token prices per model, for the summary and --dry_run
+  pseudo_overlap.py   the CLI and the run (`run(config, Options)`)
+  bench_fake_server.py  throughput against the local fake server (tests/fake_anthropic.py)
+"""
