@@ -276,8 +276,9 @@ def train_and_evaluate(config, workdir: Path, ds: PreparedDataset, data: str,
         best["evals_since"] += 1
       log.write("eval", step=step, split="valid", improved=improved,
                 **{k: result[k] for k in ("sampled", "full", "users_per_s")})
-      bar.write(f"step {step}: valid {t.select_metric} {value:.4f}"
-                f"{' (best)' if improved else ''}")
+      if jax.process_index() == 0:
+        bar.write(f"step {step}: valid {t.select_metric} {value:.4f}"
+                  f"{' (best)' if improved else ''}")
       if best["evals_since"] >= t.patience:
         logging.info("early stop at step %d: no validation gain in %d evals", step, t.patience)
         finished = early_stopped = True
