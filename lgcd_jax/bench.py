@@ -5,7 +5,7 @@ function, over batch sizes, samplers (DDPM over T steps, DDIM over S) and precis
 reports compile time apart from the steady state (warm-up, then `--repeats` timed calls: median and
 spread), and the analytic floor from XLA's cost analysis: FLOPs and bytes accessed per user, the achieved
 FLOP/s, and against the device's peak where known, whether the setting is compute- or memory-bound
-(arithmetic intensity vs the device's ridge point). `--json` prints one JSON object:
+(arithmetic intensity vs the device's ridge point; on a device without data-sheet figures, such as a CPU, the peak is measured with a large matmul and a large array copy). `--json` prints one JSON object:
 
   {"device", "config", "sampling": [{"batch_size", "sampler", "steps", "precision", "users_per_s",
     "compile_s", "flops_per_user", "bytes_per_user", ...}, ...], "train": {"batch_size", "users_per_s"}}
@@ -53,6 +53,21 @@ def device_peak(kind: str) -> dict | None:
     if name.lower() in kind.lower():
       return peak
   return None
+
+
+def measure_peak(n: int = 2048, copy_mb: int = 256, repeats: int = 5) -> dict:
+  """A measured stand-in for an unknown device's peak: a large matmul's FLOP/s per precision, and
+  the bandwidth of a large array copy (read + write)."""
+  peak = {}
+  for name, dtype in (("float32", jnp.float32), ("bfloat16", jnp.bfloat16)):
+    a = jnp.ones((n, n), dtype)
+    mm = jax.jit(lambda x: x @ x)
+    peak[name] = 2 * n**3 / statistics.median(_time(lambda: mm(a), repeats))
+  x = jnp.ones((copy_mb * 2**20 // 4,), jnp.float32)
+  cp = jax.jit(lambda v: v * 1.0001)
+  peak["bandwidth"] = 2 * x.nbytes / statistics.median(_time(lambda: cp(x), repeats))
+  peak["measured"] = True
+  return peak
 
 
 def _cast_floats(tree, dtype):
@@ -111,7 +126,7 @@ def _denoiser_step_cost(graphdef, state, batch) -> tuple[float | None, float | N
 
 
 def bench_sampling(setup, state, batch_size: int, sampler: str, steps: int, precision: str,
-                   repeats: int) -> dict:
+                   repeats: int, peak: dict | None = None) -> dict:
   from lgcd_jax import sharding
   from lgcd_jax.data import pipeline
   from flax import nnx
@@ -154,7 +169,6 @@ def bench_sampling(setup, state, batch_size: int, sampler: str, steps: int, prec
   }
   if flops:
     row["achieved_flops_per_s"] = flops / median
-  peak = device_peak(jax.devices()[0].device_kind)
   if peak and flops and bytes_:
     row["peak_fraction"] = row["achieved_flops_per_s"] / peak[precision]
     intensity = flops / bytes_
@@ -203,16 +217,18 @@ def run(config, workdir: str | None, batch_sizes, precisions, repeats: int, trai
   samplers = [("ddim", min(m.sample_steps, chain)), ("ddpm", chain)]
   if quick:
     batch_sizes, precisions, samplers, repeats, train_steps = [64], ["float32"], samplers, 2, 3
+  device = jax.devices()[0]
+  peak = device_peak(device.device_kind) or (None if quick else measure_peak())
   rows = []
   for b in batch_sizes:
     sharding.check_batch_size(b, "sampling batch size")
     for sampler, steps in samplers:
       for precision in precisions:
-        rows.append(bench_sampling(setup, state, b, sampler, steps, precision, repeats))
+        rows.append(bench_sampling(setup, state, b, sampler, steps, precision, repeats, peak))
         print(_format_row(rows[-1]), file=sys.stderr, flush=True)
-  device = jax.devices()[0]
   return {
       "device": f"{jax.device_count()} x {device.device_kind} ({device.platform})",
+      "peak": peak,
       "config": setup.config.to_dict(),
       "sampling": rows,
       "train": bench_train(setup, state, train_steps),
@@ -241,6 +257,11 @@ def main(argv):
     print(json.dumps(result))
     return
   print(f"device: {result['device']}")
+  if result["peak"]:
+    p = result["peak"]
+    print(f"peak ({'measured: large matmul / array copy' if p.get('measured') else 'data sheet'}): "
+          f"float32 {p['float32']:.2e} FLOP/s, bfloat16 {p['bfloat16']:.2e} FLOP/s, "
+          f"{p['bandwidth']:.2e} B/s; ridge float32 {p['float32'] / p['bandwidth']:.1f} FLOP/B")
   print(HEADER)
   for row in result["sampling"]:
     print(_format_row(row))
