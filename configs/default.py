@@ -46,12 +46,16 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.model.dropout = 0.1
   c.model.num_experts = 4
   c.model.diffusion_steps = 100  # T
-  c.model.beta_schedule = "linear"  # linear | cosine | exp
+  # Cosine reaches noise (abar_T ~ 0) at any T; linear 1e-4..0.02 with T=50..100 stops at
+  # abar_T ~ 0.6..0.36, so the denoiser could always copy x_t and never learn to use its conditions.
+  c.model.beta_schedule = "cosine"  # linear | cosine | exp
   c.model.beta_start = 1e-4
   c.model.beta_end = 0.02
   c.model.conditioning = "cross_attention"  # cross_attention | linear | cfg | collab_only | semantic_only
   c.model.cfg_dropout = 0.1
   c.model.cfg_weight = 2.0
+  c.model.id_init = "random"  # random | mf: ID embeddings from the joint MF's item factors
+  c.model.item_bias = False  # score = <x0_hat, e_i> + b_i (a learned per-item popularity prior)
   c.model.use_diffusion = True
   c.model.use_pseudo = True
   c.model.use_alignment = True
@@ -74,6 +78,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.train.alignment_temperature = 0.1
   c.train.rec_weight = 1.0
   c.train.guesser_weight = 1.0
+  c.train.guesser_rec_weight = 1.0  # rec loss on the guess (the reverse chain's start)
+  c.train.encoder_negatives = 256  # shared sampled negatives of the next-item loss (<=0: full)
   c.train.pseudo_weight = 0.3
   c.train.eval_every = 250
   c.train.log_every = 50

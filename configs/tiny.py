@@ -15,6 +15,9 @@ def get_config():
   c.clues.text_dim = 32
   c.baselines.mf_rank = 16
   c.model.d = 16
+  c.model.dropout = 0.0  # as in the demo; dropout paths are unit-tested in test_encoder/denoiser
+  c.model.id_init = "mf"  # as in the demo, so the end-to-end tests cover the MF initialisation
+  c.model.item_bias = True
   c.model.heads = 2
   c.model.encoder_layers = 1
   c.model.denoiser_layers = 1

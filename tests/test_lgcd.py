@@ -109,6 +109,10 @@ def test_variant_loss_and_sample_are_finite_under_jit(name):
   uses_guesser = m.use_guesser or not m.use_diffusion
   assert ("guesser_loss" in metrics) == uses_guesser
   expected += train.guesser_weight * metrics["guesser_loss"] if uses_guesser else 0.0
+  # The guess is trained to rank as well whenever it starts a reverse chain.
+  guess_ranks = m.use_guesser and m.use_diffusion
+  assert ("guesser_rec_loss" in metrics) == guess_ranks
+  expected += train.guesser_rec_weight * metrics["guesser_rec_loss"] if guess_ranks else 0.0
   expected += train.alignment_weight * metrics["alignment_loss"] if m.use_alignment else 0.0
   np.testing.assert_allclose(loss, expected, rtol=1e-5)
   assert metrics["rows"] == B - 1
@@ -151,7 +155,8 @@ def test_pseudo_rows_are_downweighted_and_padding_rows_are_ignored():
   batch = _batch(config)
   real = metrics(dict(batch, real=np.ones(B, np.int32)))
   pseudo = metrics(dict(batch, real=np.zeros(B, np.int32)))
-  for key in ("loss", "rec_loss", "diffusion_loss", "guesser_loss", "alignment_loss"):
+  for key in ("loss", "rec_loss", "diffusion_loss", "guesser_loss", "guesser_rec_loss",
+              "alignment_loss"):
     np.testing.assert_allclose(pseudo[key], config.train.pseudo_weight * real[key], rtol=1e-5)
 
   # Whatever a padding row (weight 0) holds, no metric moves.
@@ -170,6 +175,33 @@ def test_pseudo_rows_are_downweighted_and_padding_rows_are_ignored():
   assert a["rows"] == B - 2
   for key, value in b.items():
     np.testing.assert_allclose(a[key], value, rtol=1e-5, atol=1e-6)
+
+
+def test_clue_pooled_is_the_similarity_weighted_mean_of_clue_item_features():
+  config = _config()
+  model = _model(config)
+  batch = _batch(config)
+  batch["clue"][0] = 0  # a user without clue items pools to zeros
+  cond = model.conditions(batch)
+  feats = np.asarray(model.tgt_table(batch["clue"]))
+  w = np.where(batch["clue"] > 0, batch["clue_sim"], 0.0)
+  expected = (feats * w[..., None]).sum(1) / np.maximum(w.sum(1, keepdims=True), 1e-6)
+  np.testing.assert_allclose(cond.clue_pooled, expected, rtol=1e-5, atol=1e-6)
+  assert not np.asarray(cond.clue_pooled[0]).any()
+  # The collaborative-only ablation sees no clue at all.
+  collab = _model(_config(conditioning="collab_only")).conditions(batch)
+  assert not np.asarray(collab.clue_pooled).any()
+
+
+def test_item_bias_shifts_every_users_score_of_an_item():
+  model = _model(_config(item_bias=True))
+  x0_hat = jnp.asarray(np.random.RandomState(0).randn(3, 16), jnp.float32)
+  plain = np.asarray(model.score(x0_hat))
+  model.tgt_bias.set_value(model.tgt_bias[...].at[4].set(2.5))
+  shifted = np.asarray(model.score(x0_hat))
+  np.testing.assert_allclose(shifted[:, 4], plain[:, 4] + 2.5, rtol=1e-6)
+  np.testing.assert_allclose(np.delete(shifted, 4, 1), np.delete(plain, 4, 1))
+  assert _model(_config(item_bias=False)).tgt_bias is None  # off: scores are <x0_hat, e_i>
 
 
 def test_encoder_loss_under_jit():

@@ -16,8 +16,10 @@ embedding (real / pseudo) into one conditioning vector `step`. Then, by conditio
                    the target space, not the user). Training drops rows at random (cfg_dropout);
                    sampling combines conditional and unconditional predictions.
 
-Finally `MoEFusion` maps [x_t, collab read-out, semantic read-out, step] to x0_hat, gated by
-[pooled collab, pooled semantic, pathway]. Dropout follows `attention.py` (rng=None: deterministic).
+Finally `MoEFusion` maps [x_t, collab read-out, semantic read-out, pooled clue, step] to x0_hat,
+gated by [pooled collab, pooled semantic, pooled clue, pathway]. The pooled clue (similarity-weighted
+mean of the clue items' target features) goes straight to the fusion and the gate, so the clue's
+ranking signal does not have to survive attention pooling. Dropout follows `attention.py` (rng=None: deterministic).
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ class Conditions:
   sem_mask: jax.Array  # bool [B, Ls]
   collab_pooled: jax.Array  # [B, d] the source encoder's last state
   sem_pooled: jax.Array  # [B, d] masked mean of the semantic tokens
+  # [B, d] clue-similarity-weighted mean of the clue items' target-table features: the clue's
+  # ranking signal in the very space items are scored in (<clue_pooled, e_i> favours clue items).
+  # None (e.g. hand-built conditions) reads as zeros.
+  clue_pooled: jax.Array | None = None
 
 
 def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:
@@ -88,7 +94,7 @@ class Denoiser(nnx.Module):
     else:
       self.null_collab = None
       self.null_sem = None
-    self.fusion = MoEFusion(4 * d, d, num_experts, 3 * d, use_moe=use_moe,
+    self.fusion = MoEFusion(5 * d, d, num_experts, 4 * d, use_moe=use_moe,
                             dropout_rate=dropout_rate, rngs=rngs)
 
   def step_embedding(self, t: jax.Array) -> jax.Array:
@@ -113,12 +119,15 @@ class Denoiser(nnx.Module):
     """
     step = self.step_embedding(t) + pathway
     collab_pooled, sem_pooled = cond.collab_pooled, cond.sem_pooled
+    clue_pooled = (cond.clue_pooled if cond.clue_pooled is not None
+                   else jnp.zeros_like(collab_pooled))
     if drop_cond is not None:
       if self.conditioning != "cfg":
         raise ValueError("drop_cond is only meaningful with conditioning='cfg'")
       drop = drop_cond[:, None]
       collab_pooled = jnp.where(drop, self.null_collab[...][None], collab_pooled)
       sem_pooled = jnp.where(drop, self.null_sem[...][None], sem_pooled)
+      clue_pooled = jnp.where(drop, 0.0, clue_pooled)
 
     n = len(self.collab_blocks)
     keys = split_rng(rng, 2 * n + 1)
@@ -134,6 +143,6 @@ class Denoiser(nnx.Module):
       collab, sem = collab_pooled, sem_pooled
     collab, sem = self.ln_collab(collab), self.ln_sem(sem)
 
-    fused_in = jnp.concatenate([x_t, collab, sem, step], axis=-1)
-    gate_in = jnp.concatenate([collab_pooled, sem_pooled, pathway], axis=-1)
+    fused_in = jnp.concatenate([x_t, collab, sem, clue_pooled, step], axis=-1)
+    gate_in = jnp.concatenate([collab_pooled, sem_pooled, clue_pooled, pathway], axis=-1)
     return self.fusion(fused_in, gate_in, keys[-1])

@@ -26,7 +26,15 @@ Choices where the design leaves room (DESIGN.md §2):
 - Alignment: InfoNCE of cos(x0_hat_i, x0_j) / temperature over the batch's actual rows, positive
   j = i. Always computed and reported; added to the loss only when use_alignment.
 - Guesser loss: MSE(guess, x0), in the loss whenever the guesser is used (use_guesser, or
-  use_diffusion=False where the guesser alone produces x0_hat).
+  use_diffusion=False where the guesser alone produces x0_hat). With diffusion, the guess also gets
+  the recommendation loss (weight train.guesser_rec_weight): it is where the reverse chain starts,
+  and an MSE-only guess ranks poorly.
+- Pooled clue: besides the clue tokens, the clue-similarity-weighted mean of the clue items'
+  target-table features is a condition of its own (guesser input, MoE gate and fusion input).
+  The table is the one items are scored with, so this vector carries the clue's ranking directly;
+  attention pooling over 40+ mixed tokens tended to wash it out.
+- model.item_bias adds a learned per-item offset to <x0_hat, e_i> (a popularity prior that a
+  per-user dot product expresses poorly); off by default, on in the demo.
 - The diffusion step t ~ U{0..T-1}; the denoiser is trained on x0 MSE (x0-parameterisation).
 - collab_only / semantic_only get no semantic (resp. collaborative) input at all: fully masked
   tokens and zero pooled vectors, also in the MoE gate and the guesser.
@@ -105,6 +113,7 @@ class LGCD(nnx.Module):
     self.use_alignment = bool(m.use_alignment)
     self.use_guesser = bool(m.use_guesser)
     self.use_moe = bool(m.use_moe)
+    self.item_bias = bool(m.get("item_bias", False))
     self.guess_start_step = int(m.guess_start_step)
     self.sampler = str(m.sampler)
     self.sample_steps = int(m.sample_steps)
@@ -112,6 +121,7 @@ class LGCD(nnx.Module):
     self.alignment_temperature = float(t.alignment_temperature)
     self.rec_weight = float(t.rec_weight)
     self.guesser_weight = float(t.guesser_weight)
+    self.guesser_rec_weight = float(t.get("guesser_rec_weight", 0.0))
     self.pseudo_weight = float(t.pseudo_weight)
     self.encoder_negatives = int(t.get("encoder_negatives", DEFAULT_ENCODER_NEGATIVES))
     self.clue_len = int(config.data.clue_len)
@@ -119,6 +129,9 @@ class LGCD(nnx.Module):
 
     self.src_table = ItemTable(num_src_items, d, src_title_emb, rngs=rngs, id_init=src_id_init)
     self.tgt_table = ItemTable(num_tgt_items, d, tgt_title_emb, rngs=rngs, id_init=tgt_id_init)
+    # A learned per-item score offset (popularity prior): a user-independent bias a dot product
+    # with a per-user x0_hat can express only through item norms.
+    self.tgt_bias = nnx.Param(jnp.zeros((num_tgt_items,))) if self.item_bias else None
     enc_args = (d, m.heads, m.encoder_layers, config.data.maxlen, m.dropout)
     self.src_encoder = SequenceEncoder(*enc_args, rngs=rngs)
     self.tgt_encoder = SequenceEncoder(*enc_args, rngs=rngs)
@@ -137,7 +150,7 @@ class LGCD(nnx.Module):
     self.denoiser = Denoiser(d, m.heads, m.denoiser_layers, m.num_experts, rngs=rngs,
                              conditioning=self.conditioning, use_moe=self.use_moe,
                              dropout_rate=m.dropout)
-    self.guesser = Guesser(3 * d, d, rngs=rngs, dropout_rate=m.dropout)
+    self.guesser = Guesser(4 * d, d, rngs=rngs, dropout_rate=m.dropout)
 
   # --- pieces -------------------------------------------------------------------------------------
 
@@ -185,6 +198,7 @@ class LGCD(nnx.Module):
       sem_tokens = jnp.zeros((batch_size, num_sem, self.d), jnp.float32)
       sem_mask = jnp.zeros((batch_size, num_sem), bool)
       sem_pooled = jnp.zeros((batch_size, self.d), jnp.float32)
+      clue_pooled = jnp.zeros((batch_size, self.d), jnp.float32)
     else:
       types = self.token_type.embedding[...]
       title_mask = src_mask & self.src_table.has_titles  # No titles: nothing to attend to.
@@ -193,7 +207,13 @@ class LGCD(nnx.Module):
       gate = jax.nn.sigmoid(self.clue_gate_scale[...] * batch["clue_sim"]
                             + self.clue_gate_bias[...])
       ranks = self.clue_rank(jnp.arange(clue.shape[1]))[None]
-      clue_tok = self.tgt_table(clue) * gate[..., None] + types[1] + ranks
+      clue_emb = self.tgt_table(clue)
+      clue_tok = clue_emb * gate[..., None] + types[1] + ranks
+      # Similarity-weighted mean of the clue items' features: with the table shared with scoring,
+      # <clue_pooled, e_i> is (up to item overlap) the clue's own ranking of item i.
+      clue_w = jnp.where(clue_mask, batch["clue_sim"], 0.0)
+      clue_pooled = (jnp.sum(clue_emb * clue_w[..., None], axis=1)
+                     / jnp.maximum(jnp.sum(clue_w, axis=1, keepdims=True), 1e-6))
       summary_tok = (self.summary_proj(batch["summary"]) + types[2])[:, None, :]
       summary_mask = (batch["has_summary"] > 0)[:, None]
       sem_mask = jnp.concatenate([title_mask, clue_mask, summary_mask], axis=1)
@@ -202,7 +222,8 @@ class LGCD(nnx.Module):
       count = jnp.maximum(jnp.sum(sem_mask, axis=1, keepdims=True), 1)
       sem_pooled = jnp.sum(sem_tokens, axis=1) / count
     return Conditions(collab_tokens=collab_tokens, collab_mask=collab_mask, sem_tokens=sem_tokens,
-                      sem_mask=sem_mask, collab_pooled=collab_pooled, sem_pooled=sem_pooled)
+                      sem_mask=sem_mask, collab_pooled=collab_pooled, sem_pooled=sem_pooled,
+                      clue_pooled=clue_pooled)
 
   def target_repr(self, tgt: jax.Array, tgt_weight: jax.Array) -> jax.Array:
     """x0 [B, d]: the target encoder's last state over tgt (no dropout, gradient stopped)."""
@@ -213,11 +234,15 @@ class LGCD(nnx.Module):
   def guess(self, cond: Conditions, pathway: jax.Array, rng: jax.Array | None = None
             ) -> jax.Array:
     """The guesser's one-shot x0 [B, d] from the pooled conditions and the pathway embedding."""
-    return self.guesser(jnp.concatenate([cond.collab_pooled, cond.sem_pooled, pathway], -1), rng)
+    return self.guesser(jnp.concatenate([cond.collab_pooled, cond.sem_pooled, cond.clue_pooled,
+                                         pathway], -1), rng)
 
   def score(self, x0_hat: jax.Array) -> jax.Array:
-    """[B, num_tgt_items] scores <x0_hat, e_i>; column j is target item j."""
-    return x0_hat @ self.tgt_table.all_items().T
+    """[B, num_tgt_items] scores <x0_hat, e_i> (+ b_i with model.item_bias); column j is item j."""
+    scores = x0_hat @ self.tgt_table.all_items().T
+    if self.tgt_bias is not None:
+      scores = scores + self.tgt_bias[...][None, :]
+    return scores
 
   # --- training -----------------------------------------------------------------------------------
 
@@ -249,6 +274,12 @@ class LGCD(nnx.Module):
       guess_loss = _weighted_mean(jnp.mean((guess - x0) ** 2, -1), row_w, num_rows)
       metrics["guesser_loss"] = guess_loss
       total += self.guesser_weight * guess_loss
+      if self.use_diffusion:
+        # The guess starts the reverse chain: train it to rank as well as to match x0.
+        guess_rec = _weighted_mean(self._rec_rows(guess, batch["tgt"], batch["tgt_weight"]),
+                                   row_w, num_rows)
+        metrics["guesser_rec_loss"] = guess_rec
+        total += self.guesser_rec_weight * guess_rec
 
     if self.use_diffusion:
       x_t, t, _ = diffusion.training_targets(self.schedule(), x0, r_diff)
