@@ -87,3 +87,17 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.train.select_metric = "sampled/HR@5"
   c.train.checkpoint_every = 250
   return c
+
+
+def get_real_data_config(data_dir: str) -> ml_collections.ConfigDict:
+  """Settings shared by the real-data configs (food_kitchen, movie_book): only the data differs."""
+  c = get_base_config()
+  c.data_dir = data_dir
+  c.data.maxlen = 50
+  c.data.batch_size = 256
+  c.model.d = 64
+  c.train.encoder_steps = 2000
+  c.train.steps = 6000
+  c.train.eval_every = 500
+  c.train.checkpoint_every = 500
+  return c
