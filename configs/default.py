@@ -31,6 +31,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.clues.encoder = "hashing"  # hashing | minilm
   c.clues.encoder_path = ""  # a sentence-transformers folder for minilm
   c.clues.text_dim = 384
+  c.clues.domain_names = ""  # "A name|B name" for LLM prompts, e.g. "Grocery & Gourmet Food|Home & Kitchen"
 
   c.baselines = ml_collections.ConfigDict()
   c.baselines.mf_rank = 64
@@ -89,10 +90,11 @@ def get_base_config() -> ml_collections.ConfigDict:
   return c
 
 
-def get_real_data_config(data_dir: str) -> ml_collections.ConfigDict:
+def get_real_data_config(data_dir: str, domain_names: str) -> ml_collections.ConfigDict:
   """Settings shared by the real-data configs (food_kitchen, movie_book): only the data differs."""
   c = get_base_config()
   c.data_dir = data_dir
+  c.clues.domain_names = domain_names
   c.data.maxlen = 50
   c.data.batch_size = 256
   c.model.d = 64

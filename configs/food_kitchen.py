@@ -8,4 +8,5 @@ from configs import default
 
 
 def get_config():
-  return default.get_real_data_config("prepared/food-kitchen").lock()
+  return default.get_real_data_config("prepared/food-kitchen",
+                                      "Grocery & Gourmet Food|Home & Kitchen").lock()

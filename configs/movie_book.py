@@ -7,4 +7,4 @@ from configs import default
 
 
 def get_config():
-  return default.get_real_data_config("prepared/movie-book").lock()
+  return default.get_real_data_config("prepared/movie-book", "Movies & TV|Books").lock()

@@ -121,8 +121,12 @@ def _price_override(opts: Options) -> tuple[float, float] | None:
   return a, b
 
 
-def _domain_names(opts: Options, ds) -> dict[str, str]:
-  names = {"A": opts.domain_a_name, "B": opts.domain_b_name}
+def _domain_names(opts: Options, ds, config=None) -> dict[str, str]:
+  """Flags win; then the config's `clues.domain_names` ("A name|B name")."""
+  from_config = ["", ""]
+  if config is not None and config.clues.get("domain_names"):
+    from_config = (config.clues.domain_names.split("|") + [""])[:2]
+  names = {"A": opts.domain_a_name or from_config[0], "B": opts.domain_b_name or from_config[1]}
   if ds.manifest.get("source") == "synthetic":  # the embedded world: a grocery and a kitchenware store
     names = {"A": names["A"] or "groceries", "B": names["B"] or "kitchenware"}
   if not (names["A"] and names["B"]):
@@ -291,7 +295,7 @@ def run(config, opts: Options) -> dict:
                           max_title_chars=opts.max_title_chars, num_items=opts.num_items,
                           num_examples=opts.num_examples)
   builder = prompts.PromptBuilder(ds, direction, model=opts.model, max_tokens=opts.max_tokens,
-                                  budget=budget, seed=seed, domain_names=_domain_names(opts, ds),
+                                  budget=budget, seed=seed, domain_names=_domain_names(opts, ds, config),
                                   exclude_ids=users.eval_user_ids(ds))
   cache = ResponseCache(opts.cache_dir or out / "cache")
   first = [builder.request(t.pool, t.user_id, t.source) if len(t.source) else None for t in tasks]
