@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import logging
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -177,14 +178,11 @@ def _metric(result: dict, name: str) -> float:
 # --- the loop ---------------------------------------------------------------------------------------
 
 
-def _meta(setup: Setup, step: int, best: dict, early_stopped: bool, iterator_state=None) -> dict:
+def _static_meta(setup: Setup) -> dict:
+  """What every checkpoint of a run carries besides its step: computed once per run."""
   ds = setup.ds
   src, tgt = direction_domains(setup.config.direction)
   return {
-      "step": int(step),
-      "best": best,
-      "early_stopped": bool(early_stopped),
-      "iterator": iterator_state,
       "config": setup.config.to_json(),
       "direction": setup.config.direction,
       "clue_source": getattr(setup.clues, "source", None),
@@ -193,6 +191,11 @@ def _meta(setup: Setup, step: int, best: dict, early_stopped: bool, iterator_sta
       "bridge": {"source": ds.pools["overlap"][src].to_lists(),
                  "target": ds.pools["overlap"][tgt].to_lists()},
   }
+
+
+def _meta(static: dict, step: int, best: dict, early_stopped: bool, iterator_state=None) -> dict:
+  return {"step": int(step), "best": best, "early_stopped": bool(early_stopped),
+          "iterator": iterator_state, **static}
 
 
 def train_and_evaluate(config, workdir: Path, ds: PreparedDataset, data: str,
@@ -228,12 +231,14 @@ def train_and_evaluate(config, workdir: Path, ds: PreparedDataset, data: str,
   pair_iter = pipeline.make_train_iterator(pair_data, start_step=max(0, step - t.encoder_steps))
   base_key = jax.random.key(c.seed)
   put = lambda b: sharding.put_batch(setup.mesh, b)
+  static_meta = _static_meta(setup)
   log.write("start", step=step, total_steps=total, devices=jax.device_count(),
             processes=jax.process_count(), clue_source=getattr(setup.clues, "source", None),
             pools={"real": len(pools.real), "pseudo": len(pools.pseudo) if use_pseudo else 0})
 
   bar = tqdm(total=total, initial=step, desc=f"{c.method} {c.direction}", unit="step",
-             disable=jax.process_index() != 0 or finished, dynamic_ncols=True)
+             disable=jax.process_index() != 0 or finished, dynamic_ncols=True,
+             mininterval=0.5 if sys.stderr.isatty() else 30.0)  # a log file gets a line per 30 s
   window_start, window_steps = time.perf_counter(), 0
   while step < total and not finished:
     rng = jax.random.fold_in(base_key, step)
@@ -271,7 +276,7 @@ def train_and_evaluate(config, workdir: Path, ds: PreparedDataset, data: str,
       improved = value > best["metric"]
       if improved:
         best = {"metric": value, "step": step, "evals_since": 0}
-        ckpt.save("best", step, state, _meta(setup, step, best, False))
+        ckpt.save("best", step, state, _meta(static_meta, step, best, False))
       else:
         best["evals_since"] += 1
       log.write("eval", step=step, split="valid", improved=improved,
@@ -283,7 +288,7 @@ def train_and_evaluate(config, workdir: Path, ds: PreparedDataset, data: str,
         logging.info("early stop at step %d: no validation gain in %d evals", step, t.patience)
         finished = early_stopped = True
     if at_eval or step % t.checkpoint_every == 0 or step == total:
-      ckpt.save("latest", step, state, _meta(setup, step, best, early_stopped,
+      ckpt.save("latest", step, state, _meta(static_meta, step, best, early_stopped,
                                              pair_iter.get_state() if step > t.encoder_steps
                                              else None))
   bar.close()

@@ -74,3 +74,28 @@ def test_cooccurrence_beats_popularity_on_the_demo_world(synthetic_ds, direction
   pop, cooc = results["popularity"]["sampled"]["HR@5"], results["cooccurrence"]["sampled"]["HR@5"]
   assert cooc > 1.5 * pop and cooc > 10 * 5 / 1000
   assert results["mf"]["sampled"]["HR@5"] > pop
+
+
+def test_llm_only_clue_scores_by_hand():
+  from lgcd_jax.baselines.llm_only import clue_scores
+  clue = np.array([[3, 1, 0], [2, 2, 0]])  # items + 1, 0 = pad
+  sims = np.array([[0.5, 0.9, 0.0], [0.4, 0.7, 0.0]], np.float32)
+  scores = np.asarray(clue_scores(clue, sims, 4))
+  assert scores.shape == (2, 4)
+  # user 0: item 2 (sim .5, rank 0) and item 0 (sim .9, rank 1); others 0.
+  assert scores[0, 0] > scores[0, 2] > 0 and scores[0, 1] == scores[0, 3] == 0
+  # a repeated item keeps its best entry
+  assert scores[1, 1] == pytest.approx(0.7 + 1e-3 * 2 / 3, abs=1e-6)
+
+
+def test_llm_only_with_bridge_equals_neighbour_votes(tmp_path):
+  from lgcd_jax.baselines.llm_only import LLMOnly
+  from lgcd_jax.clues.bridge import NeighbourBridge
+  ds = _tiny_world(tmp_path)
+  config = tiny.get_config()
+  batch = _batch([[0], [1], [0, 1]])
+  got = np.asarray(LLMOnly(ds, "A2B", config).score(batch))
+  want = np.asarray(NeighbourBridge(ds, "A2B", k=config.clues.bridge_k).scores(
+      batch["src"], -np.ones(3, np.int32)))
+  np.testing.assert_allclose(got, want)
+  assert got[0, 0] > 0  # a0's neighbours (o1, o2) vote for b0
