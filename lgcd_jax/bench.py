@@ -28,16 +28,6 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "A trained run to benchmark (else fresh weights); "
-                               "the synthetic demo data is prepared under it.")
-_JSON = flags.DEFINE_bool("json", False, "Print one JSON object instead of the table.")
-_QUICK = flags.DEFINE_bool("quick", False, "One small setting of each kind (for tests).")
-_BATCHES = flags.DEFINE_list("batch_sizes", ["256", "1024", "4096", "16384"], "Sampling batch sizes.")
-_PRECISIONS = flags.DEFINE_list("precisions", ["float32", "bfloat16"], "Sampling precisions.")
-_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed calls per setting.")
-_TRAIN_STEPS = flags.DEFINE_integer("train_steps", 20, "Timed train steps.")
-
 # Dense peak FLOP/s and memory bandwidth (bytes/s) of known devices, from the vendors' data sheets.
 PEAKS = {
     "H200": {"float32": 67e12, "bfloat16": 989e12, "bandwidth": 4.8e12},
@@ -249,11 +239,26 @@ HEADER = (f"{'batch':>6} {'samp':>5} {'steps':>5} {'precision':>9} {'users/s':>1
           f"{'bound':>8}")
 
 
+def _define_flags():
+  """CLI flags, defined only when run as a program (importing the module defines none)."""
+  config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
+  flags.DEFINE_string("workdir", None, "A trained run to benchmark (else fresh weights); the "
+                      "synthetic demo data is prepared under it.")
+  flags.DEFINE_bool("json", False, "Print one JSON object instead of the table.")
+  flags.DEFINE_bool("quick", False, "One small setting of each kind (for tests).")
+  flags.DEFINE_list("batch_sizes", ["256", "1024", "4096", "16384"], "Sampling batch sizes.")
+  flags.DEFINE_list("precisions", ["float32", "bfloat16"], "Sampling precisions.")
+  flags.DEFINE_integer("repeats", 5, "Timed calls per setting.")
+  flags.DEFINE_integer("train_steps", 20, "Timed train steps.")
+  flags.mark_flags_as_required(["config"])
+
+
 def main(argv):
   del argv
-  result = run(_CONFIG.value, _WORKDIR.value, [int(b) for b in _BATCHES.value], _PRECISIONS.value,
-               _REPEATS.value, _TRAIN_STEPS.value, _QUICK.value)
-  if _JSON.value:
+  f = flags.FLAGS
+  result = run(f.config, f.workdir, [int(b) for b in f.batch_sizes], f.precisions, f.repeats,
+               f.train_steps, f.quick)
+  if f.json:
     print(json.dumps(result))
     return
   print(f"device: {result['device']}")
@@ -271,5 +276,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["config"])
+  _define_flags()
   app.run(main)

@@ -241,30 +241,35 @@ class Recommender:
       next_out += 1
 
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A training run's workdir (its best checkpoint).")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A checkpoint directory instead of --workdir.")
-_INPUT = flags.DEFINE_string("input", None, "users.jsonl")
-_OUTPUT = flags.DEFINE_string("output", None, "recs.jsonl (written atomically)")
-_TOPK = flags.DEFINE_integer("topk", 10, "Items per user.")
-_SAMPLER = flags.DEFINE_enum("sampler", None, ["ddim", "ddpm"], "Default: the checkpoint's config.")
-_STEPS = flags.DEFINE_integer("steps", None, "DDIM steps. Default: the checkpoint's config.")
-_BATCH = flags.DEFINE_integer("batch_size", 256, "Users per compiled call.")
+def _define_flags():
+  """CLI flags, defined only when run as a program (importing the module defines none)."""
+  flags.DEFINE_string("workdir", None, "A training run's workdir (its best checkpoint).")
+  flags.DEFINE_string("checkpoint", None, "A checkpoint directory instead of --workdir.")
+  flags.DEFINE_string("input", None, "users.jsonl")
+  flags.DEFINE_string("output", None, "recs.jsonl (written atomically)")
+  flags.DEFINE_integer("topk", 10, "Items per user.")
+  flags.DEFINE_enum("sampler", None, ["ddim", "ddpm"], "Default: the checkpoint's config.")
+  flags.DEFINE_integer("steps", None, "DDIM steps. Default: the checkpoint's config.")
+  flags.DEFINE_integer("batch_size", 256, "Users per compiled call.")
 
 
 def main(argv):
   del argv
-  if not _INPUT.value or not _OUTPUT.value:
+  f = flags.FLAGS
+  if not f.input or not f.output:
     raise app.UsageError("--input and --output are required")
+  if f.topk < 1 or f.batch_size < 1:
+    raise app.UsageError("--topk and --batch_size must be positive")
   start = time.perf_counter()
-  rec = Recommender(_WORKDIR.value, _CHECKPOINT.value, _SAMPLER.value, _STEPS.value, _BATCH.value)
-  out_path = Path(_OUTPUT.value)
+  rec = Recommender(f.workdir, f.checkpoint, f.sampler, f.steps, f.batch_size)
+  out_path = Path(f.output)
   tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
   served = failed = 0
   serve_start = time.perf_counter()
   try:
-    with open(_INPUT.value, encoding="utf-8", errors="replace") as f_in, \
+    with open(f.input, encoding="utf-8", errors="replace") as f_in, \
         open(tmp, "w", encoding="utf-8") as f_out:
-      for record in rec.serve_lines(f_in, _TOPK.value):
+      for record in rec.serve_lines(f_in, f.topk):
         f_out.write(json.dumps(record) + "\n")
         if "error" in record:
           failed += 1
@@ -280,4 +285,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

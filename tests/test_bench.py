@@ -6,8 +6,9 @@ from configs import tiny
 from lgcd_jax import bench
 
 
-def test_quick_bench_reports_every_field(tmp_path):
-  result = bench.run(tiny.get_config(), str(tmp_path), [64], ["float32"], 2, 2, quick=True)
+def test_quick_bench_reports_every_field(trained_tiny):
+  # On a trained workdir the bench restores its best checkpoint (and reuses its prepared data).
+  result = bench.run(tiny.get_config(), str(trained_tiny[0]), [64], ["float32"], 2, 2, quick=True)
   json.dumps(result)  # the --json output must serialise
   assert set(result) >= {"device", "config", "sampling", "train"}
   samplers = {row["sampler"] for row in result["sampling"]}

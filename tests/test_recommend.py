@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from lgcd_jax import checkpoint, experiment, train
+from lgcd_jax import checkpoint, train
 from lgcd_jax.data import loading, pipeline
 from lgcd_jax.recommend import Recommender
 
@@ -18,12 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp("rec")
-  config = tiny.get_config().unlock()
-  config.train.steps = 20
-  experiment.run(config.lock(), workdir)
-  return workdir
+def trained(trained_tiny):
+  return trained_tiny[0]
 
 
 def _valid_lines(ds, config):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,39 +11,34 @@ from pathlib import Path
 
 import pytest
 
-from configs import tiny
+from conftest import TRAINED_TINY_OVERRIDES, tiny_config
 from lgcd_jax import experiment, train
+from lgcd_jax.data import loading
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _config(**overrides):
-  c = tiny.get_config().unlock()
-  for key, value in overrides.items():
-    node = c
-    *path, last = key.split(".")
-    for p in path:
-      node = node[p]
-    node[last] = value
-  return c.lock()
-
-
-def test_tiny_lgcd_run_writes_results_and_checkpoints(tmp_path):
-  res = experiment.run(_config(), tmp_path)
-  saved = json.loads((tmp_path / "results.json").read_text())
+def test_tiny_lgcd_run_writes_results_and_checkpoints(trained_tiny):
+  workdir, res = trained_tiny
+  saved = json.loads((workdir / "results.json").read_text())
   assert saved["method"] == "lgcd" and saved["direction"] == "A2B"
   for split in ("valid", "test"):
     for proto in ("sampled", "full"):
       assert set(saved[split][proto]) == {"HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10", "MRR"}
   assert saved["n_users"]["test"] == res["n_users"]["test"] > 0
   assert saved["clue_source"].startswith("bridge")
-  kinds = [json.loads(line)["kind"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  kinds = [json.loads(line)["kind"] for line in (workdir / "metrics.jsonl").read_text().splitlines()]
   assert kinds[0] == "start" and "train" in kinds and kinds.count("eval") >= 2
-  assert any((tmp_path / "checkpoints" / "best").iterdir())
-  assert any((tmp_path / "checkpoints" / "latest").iterdir())
-  # Running again on a finished workdir resumes to the end and gives the same answer.
-  again = experiment.run(_config(), tmp_path)
-  assert again["test"] == res["test"]
+  assert any((workdir / "checkpoints" / "best").iterdir())
+  assert any((workdir / "checkpoints" / "latest").iterdir())
+
+
+def test_rerun_on_a_finished_workdir_gives_the_same_answer(trained_tiny, tmp_path):
+  workdir, res = trained_tiny
+  copy = tmp_path / "copy"
+  shutil.copytree(workdir, copy)
+  again = experiment.run(tiny_config(**TRAINED_TINY_OVERRIDES), copy)
+  assert again["test"] == res["test"] and again["steps_run"] == res["steps_run"]
 
 
 def _main(workdir, *extra):
@@ -77,12 +73,19 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
   assert b["test"] == a["test"] and b["valid"] == a["valid"]
 
 
-def test_nan_loss_stops_with_last_good_checkpoint_intact(tmp_path):
-  experiment.run(_config(**{"train.steps": 20}), tmp_path)
-  last = train.ckpt_lib.Checkpointer(tmp_path).latest_step()
+def test_nan_loss_stops_with_last_good_checkpoint_intact(trained_tiny, tmp_path):
+  workdir = tmp_path / "copy"
+  shutil.copytree(trained_tiny[0], workdir)
+  last = train.ckpt_lib.Checkpointer(workdir).latest_step()
   assert last == 40
   # Resume with a poisoned learning rate and more steps: the parameters become NaN.
   with pytest.raises(train.NonFiniteLossError, match="last good checkpoint"):
-    experiment.run(_config(**{"train.steps": 40, "train.lr": float("nan")}), tmp_path)
-  ckpt = train.ckpt_lib.Checkpointer(tmp_path)
+    experiment.run(tiny_config(**{"train.steps": 40, "train.lr": float("nan")}), workdir)
+  ckpt = train.ckpt_lib.Checkpointer(workdir)
   assert ckpt.latest_step() == last
+  assert ckpt.restore("latest", _like_state(workdir)) is not None  # still readable
+
+
+def _like_state(workdir):
+  config = tiny_config(**TRAINED_TINY_OVERRIDES)
+  return train.build(config, loading.load_dataset(config, workdir)).state
