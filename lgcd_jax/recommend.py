@@ -96,7 +96,8 @@ class Recommender:
   def bridge_source(self) -> str:
     return self.meta.get("clue_source") or "bridge:neighbours"
 
-  def _bridge_scores(self, src: np.ndarray) -> jax.Array:
+  def _bridge_top(self, src: np.ndarray, clue_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """The neighbour bridge's top `clue_len` (scores, items) for users shown only `src`."""
     if self._bridge is None:
       from lgcd_jax.clues import bridge
       data = self.meta.get("bridge")
@@ -109,7 +110,9 @@ class Recommender:
       ds = PreparedDataset(None, {}, {src_dom: self.src_ids, tgt_dom: self.tgt_ids}, {}, {},
                            pools, {})
       self._bridge = bridge.NeighbourBridge(ds, c.direction, k=c.clues.bridge_k)
-    return self._bridge.scores(src, -np.ones(src.shape[0], np.int32))
+    exclude = -np.ones(src.shape[0], np.int32)  # a served user is not a training overlap user
+    values, items = jax.device_get(self._bridge.top(src, exclude, clue_len))
+    return np.asarray(values), np.asarray(items)
 
   # --- parsing ------------------------------------------------------------------------------------
 
@@ -172,13 +175,13 @@ class Recommender:
     sources = []
     need_bridge = [i for i, r in enumerate(padded) if r["clue"] is None]
     if need_bridge:
-      values, items = jax.lax.top_k(self._bridge_scores(src[need_bridge]), clue_len)
-      values, items = np.asarray(values), np.asarray(items)
+      from lgcd_jax.clues.bridge import relative_sims
+      values, items = self._bridge_top(src[need_bridge], min(clue_len, len(self.tgt_ids)))
+      keep, sims = relative_sims(values)  # the same rule as the clues the model was trained with
       for row, i in enumerate(need_bridge):
-        keep = values[row] > 0  # the bridge's rule: items with a vote, sims relative to the best
-        n = int(keep.sum())
-        clue[i, :n] = items[row][keep] + 1
-        clue_sim[i, :n] = values[row][keep] / max(values[row][0], 1e-12)
+        n = int(keep[row].sum())
+        clue[i, :n] = items[row][keep[row]] + 1
+        clue_sim[i, :n] = sims[row][keep[row]]
     for i, r in enumerate(padded):
       if r["clue"] is not None:
         c_items, sims, summ = r["clue"]

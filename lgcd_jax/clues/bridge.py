@@ -241,12 +241,11 @@ def make_bridge_clues(ds: PreparedDataset, direction: str, *, mode: str = "neigh
       b_src[:hi - lo], b_exc[:hi - lo] = src[lo:hi], exclude[lo:hi]
       v, i = jax.device_get(top(b_src, b_exc))
       vals[lo:hi], items[lo:hi] = v[:hi - lo], i[:hi - lo]
-    keep = vals > 0  # top_k is sorted: the kept entries of a row are a prefix
-    best = np.where(keep[:, :1], vals[:, :1], 1.0)
+    keep, sims = relative_sims(vals)
     ids_out.append(np.asarray(ids, dtype=str))
     pools_out.append(np.full(n, name))
     items_out.append(Ragged(items[keep].astype(np.int32), _offsets(keep.sum(axis=1))))
-    sims_out.append((vals / best)[keep].astype(np.float32))
+    sims_out.append(sims[keep].astype(np.float32))
     stats[name] = {"users": int(n), "empty_clues": int(np.sum(~keep[:, 0])) if n else 0,
                    "empty_source": int(np.sum(seqs.lengths() == 0))}
     if progress:
@@ -272,6 +271,17 @@ def make_bridge_clues(ds: PreparedDataset, direction: str, *, mode: str = "neigh
   validate_clues(clues, num_tgt)
   stats["seconds"] = time.perf_counter() - start
   return clues
+
+
+def relative_sims(top_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """The bridge's clue rule on sorted top-k scores [n, C]: (keep = score > 0, score / row's best).
+
+  top_k is sorted, so a row's kept entries are a prefix; shared by clue building and serving.
+  """
+  top_values = np.asarray(top_values)
+  keep = top_values > 0
+  best = np.where(keep[:, :1], top_values[:, :1], 1.0)
+  return keep, top_values / best
 
 
 def _offsets(lengths: np.ndarray) -> np.ndarray:
