@@ -23,12 +23,6 @@ def default_workdir(config_path: str, config) -> str:
   return str(Path("workdirs") / f"{name}-{config.method}-{config.direction}")
 
 
-def eval_batches(config, ds, split, clues=None):
-  return pipeline.eval_batches(ds, config.direction, split, clues, maxlen=config.data.maxlen,
-                               clue_len=config.data.clue_len, text_dim=config.clues.text_dim,
-                               batch_size=config.data.eval_batch_size)
-
-
 def make_baseline(config, ds):
   """(model, clues its eval batches need or None)."""
   from lgcd_jax.baselines import cooccurrence, llm_only, mf, popularity
@@ -55,7 +49,8 @@ def run(config, workdir: str | Path) -> dict:
   log = results_lib.MetricsLog(workdir, enabled=is_main)
   if config.method in BASELINES:
     model, clues = make_baseline(config, ds)
-    scores = {split: evaluator.evaluate(model.score, eval_batches(config, ds, split, clues))
+    scores = {split: evaluator.evaluate(model.score,
+                                         pipeline.eval_batches_for(config, ds, split, clues))
               for split in SPLITS}
     for split in SPLITS:
       log.write("eval", split=split, **{k: scores[split][k] for k in ("sampled", "full")})

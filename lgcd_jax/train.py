@@ -156,9 +156,7 @@ def score_step(graphdef, state, batch, sampler, steps, rng):
 
 def evaluate_split(setup: Setup, state, split: str, sampler=None, steps=None) -> dict:
   c = setup.config
-  batches = pipeline.eval_batches(setup.ds, c.direction, split, setup.clues, maxlen=c.data.maxlen,
-                                  clue_len=c.data.clue_len, text_dim=c.clues.text_dim,
-                                  batch_size=c.data.eval_batch_size)
+  batches = pipeline.eval_batches_for(c, setup.ds, split, setup.clues)
   rng = jax.random.key(c.seed + SAMPLE_SEED_OFFSET)  # the same sampling noise at every evaluation
   score = lambda b: score_step(setup.graphdef, state, b, sampler or c.model.sampler,
                                steps or c.model.sample_steps, rng)

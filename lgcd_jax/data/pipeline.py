@@ -450,3 +450,11 @@ def eval_batches(ds: PreparedDataset, direction: str, split: str, clues: ClueSet
     }
 
   return grain.MapDataset.range(num_batches).map(batch)
+
+
+def eval_batches_for(config, ds: PreparedDataset, split: str,
+                     clues: ClueSet | None = None) -> grain.MapDataset:
+  """`eval_batches` with the shapes a run's config fixes (`data.*`, `clues.text_dim`, direction)."""
+  return eval_batches(ds, config.direction, split, clues, maxlen=config.data.maxlen,
+                      clue_len=config.data.clue_len, text_dim=config.clues.text_dim,
+                      batch_size=config.data.eval_batch_size)
