@@ -46,18 +46,20 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(read_only=True, create=False)
     return cls(None, {"best": ocp.CheckpointManager(Path(directory).absolute(), options=options)})
 
+  def _step(self, kind: str, step: int | None) -> int | None:
+    return self.managers[kind].latest_step() if step is None else step
+
   def restore_meta(self, step: int | None = None, kind: str = "best") -> dict | None:
-    mgr = self.managers[kind]
-    step = mgr.latest_step() if step is None else step
+    step = self._step(kind, step)
     if step is None:
       return None
+    mgr = self.managers[kind]
     return mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
   def restore_state(self, like_state: nnx.State, step: int | None = None,
                     kind: str = "best") -> nnx.State:
-    mgr = self.managers[kind]
-    step = mgr.latest_step() if step is None else step
-    restored = mgr.restore(step, args=ocp.args.Composite(
+    """The state at `step` (default: the latest), filled into a copy of `like_state`'s structure."""
+    restored = self.managers[kind].restore(self._step(kind, step), args=ocp.args.Composite(
         state=ocp.args.StandardRestore(_abstract(like_state))))
     state = jax.tree.map(lambda x: x, like_state)
     nnx.replace_by_pure_dict(state, restored["state"])
@@ -81,17 +83,11 @@ class Checkpointer:
 
   def restore(self, kind: str, like_state: nnx.State, step: int | None = None
               ) -> tuple[nnx.State, dict] | None:
-    """Restores into the structure of `like_state`; None when there is no checkpoint."""
-    mgr = self.managers[kind]
-    step = mgr.latest_step() if step is None else step
+    """(state, meta) at `step` (default: the latest); None when there is no checkpoint."""
+    step = self._step(kind, step)
     if step is None:
       return None
-    restored = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(
-        _abstract(like_state)),
-                                                         meta=ocp.args.JsonRestore()))
-    state = jax.tree.map(lambda x: x, like_state)  # a copy to fill in
-    nnx.replace_by_pure_dict(state, restored["state"])
-    return state, restored["meta"]
+    return self.restore_state(like_state, step, kind), self.restore_meta(step, kind)
 
   def wait(self) -> None:
     for mgr in self.managers.values():
