@@ -14,7 +14,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.seed = 0
   c.workdir = ""  # --workdir flag wins; empty means workdirs/<config name>
   # Synthetic demo data is prepared in-process when data_dir is empty and this is set.
-  c.synthetic = ml_collections.ConfigDict({"enabled": False, "scale": 1.0, "seed": 0})
+  # eval_users: held-out users per (direction, split) at scale 1.0 (the world scales it).
+  c.synthetic = ml_collections.ConfigDict({"enabled": False, "scale": 1.0, "seed": 0,
+                                           "eval_users": 200})
 
   c.data = ml_collections.ConfigDict()
   c.data.maxlen = 50  # sequences are truncated to their most recent `maxlen` items
@@ -57,6 +59,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.model.cfg_weight = 2.0
   c.model.id_init = "random"  # random | mf: ID embeddings from the joint MF's item factors
   c.model.item_bias = False  # score = <x0_hat, e_i> + b_i (a learned per-item popularity prior)
+  c.model.item_bias_init = "zero"  # zero | log_popularity (over all target-domain training users)
   c.model.use_diffusion = True
   c.model.use_pseudo = True
   c.model.use_alignment = True
@@ -82,6 +85,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.train.guesser_rec_weight = 1.0  # rec loss on the guess (the reverse chain's start)
   c.train.encoder_negatives = 256  # shared sampled negatives of the next-item loss (<=0: full)
   c.train.pseudo_weight = 0.3
+  # > 0: the diffusion stage keeps the encoders' next-item loss, with this weight (joint fine-tuning).
+  c.train.joint_encoder_weight = 0.0
   c.train.eval_every = 250
   c.train.log_every = 50
   c.train.patience = 4  # evals without validation improvement before stopping

@@ -103,6 +103,22 @@ def id_init(config, ds: PreparedDataset) -> tuple[np.ndarray | None, np.ndarray 
   return unit_scale(joint.v_src), unit_scale(joint.v_tgt)
 
 
+def bias_init(config, ds: PreparedDataset) -> np.ndarray | None:
+  """Initial target item score offsets: None (zeros) or centred log(1 + count) over all target-domain
+  training sequences (target-only and overlap users), per model.item_bias_init."""
+  how = config.model.get("item_bias_init", "zero")
+  if how not in ("zero", "log_popularity"):
+    raise ValueError(f"model.item_bias_init must be 'zero' or 'log_popularity', got {how!r}")
+  if how == "zero" or not config.model.get("item_bias", False):
+    return None
+  _, tgt = direction_domains(config.direction)
+  counts = np.zeros(ds.num_items(tgt), np.float64)
+  for seqs in ds.domain_sequences(tgt):
+    np.add.at(counts, seqs.values, 1.0)
+  log_pop = np.log1p(counts)
+  return (log_pop - log_pop.mean()).astype(np.float32)
+
+
 def build(config, ds: PreparedDataset, workdir: Path | None = None, clues=None) -> Setup:
   """Title embeddings, clues, the model and its optimizer, split into (graphdef, state)."""
   config = method_config(config)
@@ -112,7 +128,8 @@ def build(config, ds: PreparedDataset, workdir: Path | None = None, clues=None) 
     clues = clue_source.load_or_make(config, ds, titles)
   src_init, tgt_init = id_init(config, ds)
   model = LGCD(config, ds.num_items(src), ds.num_items(tgt), titles[src], titles[tgt],
-               rngs=nnx.Rngs(config.seed), src_id_init=src_init, tgt_id_init=tgt_init)
+               rngs=nnx.Rngs(config.seed), src_id_init=src_init, tgt_id_init=tgt_init,
+               tgt_bias_init=bias_init(config, ds))
   optimizer = nnx.Optimizer(model, make_optimizer(config), wrt=nnx.Param)
   graphdef, state = nnx.split((model, optimizer))
   mesh = sharding.make_mesh()
@@ -142,6 +159,12 @@ def encoder_step(graphdef, state, batch_src, batch_tgt, rng):
 @functools.partial(jax.jit, static_argnums=0, donate_argnums=1)
 def train_step(graphdef, state, batch, rng):
   return _apply(graphdef, state, "loss", batch, rng)
+
+
+@functools.partial(jax.jit, static_argnums=0, donate_argnums=1)
+def joint_step(graphdef, state, batch, batch_src, batch_tgt, rng):
+  """The diffusion-stage step with the encoders' next-item objective kept (train.joint_encoder_weight)."""
+  return _apply(graphdef, state, "joint_loss", batch, batch_src, batch_tgt, rng)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3, 4))
@@ -227,6 +250,7 @@ def train_and_evaluate(config, workdir: Path, ds: PreparedDataset, data: str,
                                      cycle=tuple(c.model.cycle.split(",")),
                                      cyclic=c.model.cyclic_batch, use_pseudo=use_pseudo)
   pair_iter = pipeline.make_train_iterator(pair_data, start_step=max(0, step - t.encoder_steps))
+  joint = float(t.get("joint_encoder_weight", 0.0)) > 0
   base_key = jax.random.key(c.seed)
   put = lambda b: sharding.put_batch(setup.mesh, b)
   static_meta = _static_meta(setup)
@@ -244,6 +268,10 @@ def train_and_evaluate(config, workdir: Path, ds: PreparedDataset, data: str,
       state, metrics = encoder_step(setup.graphdef, state, put(seq_data[src_dom][step]),
                                     put(seq_data[tgt_dom][step]), rng)
       stage = "encoder"
+    elif joint:
+      state, metrics = joint_step(setup.graphdef, state, put(next(pair_iter)),
+                                  put(seq_data[src_dom][step]), put(seq_data[tgt_dom][step]), rng)
+      stage = "diffusion"
     else:
       state, metrics = train_step(setup.graphdef, state, put(next(pair_iter)), rng)
       stage = "diffusion"

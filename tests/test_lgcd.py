@@ -223,6 +223,24 @@ def test_encoder_loss_under_jit():
                              rtol=1e-6)
 
 
+def test_joint_loss_adds_the_weighted_encoder_loss_to_the_pair_loss():
+  config = _config()
+  config.train.joint_encoder_weight = 0.5
+  model = _model(config)
+  rs = np.random.RandomState(1)
+  seq = lambda n: {"seq": rs.randint(1, n + 1, (4, config.data.maxlen + 1)).astype(np.int32),
+                   "weight": np.ones(4, np.float32)}
+  batch, batch_src, batch_tgt = _batch(config), seq(NUM_SRC), seq(NUM_TGT)
+  rng = jax.random.key(3)
+  total, metrics = model.joint_loss(batch, batch_src, batch_tgt, rng)
+  r_pair, r_enc = jax.random.split(rng)  # the split joint_loss documents
+  pair, _ = model.loss(batch, r_pair)
+  enc, _ = model.encoder_loss(batch_src, batch_tgt, r_enc)
+  np.testing.assert_allclose(total, pair + 0.5 * enc, rtol=1e-5)
+  np.testing.assert_allclose(metrics["loss"], total, rtol=1e-6)
+  assert set(metrics) >= {"rec_loss", "encoder_loss/src", "encoder_loss/tgt"}
+
+
 def _overfit_data(config, users: int = 8):
   """Users with distinct source histories and one distinct target item each."""
   rs = np.random.RandomState(0)

@@ -9,7 +9,9 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from flax import nnx
 
 from conftest import TRAINED_TINY_OVERRIDES, tiny_config
 from lgcd_jax import experiment, train
@@ -89,3 +91,25 @@ def test_nan_loss_stops_with_last_good_checkpoint_intact(trained_tiny, tmp_path)
 def _like_state(workdir):
   config = tiny_config(**TRAINED_TINY_OVERRIDES)
   return train.build(config, loading.load_dataset(config, workdir)).state
+
+
+def test_item_bias_can_start_from_log_popularity_over_all_target_training_users(trained_tiny):
+  workdir, _ = trained_tiny
+  config = tiny_config(**{"model.item_bias": True, "model.item_bias_init": "log_popularity"})
+  ds = loading.load_dataset(config, workdir)
+  tgt = config.direction[-1]
+  counts = np.zeros(ds.num_items(tgt))
+  for pool in ("A_only", "B_only", "overlap"):  # by hand: every training sequence of the target
+    for seq in (ds.pools[pool][tgt].to_lists() if tgt in ds.pools[pool] else []):
+      for item in seq:
+        counts[item] += 1
+  expected = np.log1p(counts) - np.log1p(counts).mean()
+  np.testing.assert_allclose(train.bias_init(config, ds), expected, rtol=1e-5, atol=1e-6)
+
+  setup = train.build(config, ds)
+  model, _ = nnx.merge(setup.graphdef, setup.state)
+  np.testing.assert_allclose(model.tgt_bias[...], expected, rtol=1e-5, atol=1e-6)
+  assert train.bias_init(tiny_config(**{"model.item_bias": False,
+                                       "model.item_bias_init": "log_popularity"}), ds) is None
+  with pytest.raises(ValueError, match="item_bias_init"):
+    train.bias_init(tiny_config(**{"model.item_bias": True, "model.item_bias_init": "popular"}), ds)

@@ -11,7 +11,7 @@ from lgcd_jax.data.errors import DataError
 
 def synthetic_dir(config, workdir: str | Path) -> Path:
   s = config.synthetic
-  return Path(workdir) / "data" / f"synthetic-seed{s.seed}-scale{s.scale:g}"
+  return Path(workdir) / "data" / f"synthetic-seed{s.seed}-scale{s.scale:g}-eval{s.eval_users}"
 
 
 def load_dataset(config, workdir: str | Path) -> prepared.PreparedDataset:
@@ -29,11 +29,12 @@ def load_dataset(config, workdir: str | Path) -> prepared.PreparedDataset:
   if not (path / "manifest.json").exists():
     from lgcd_jax.data import synthetic
     logging.info("preparing synthetic demo data in %s", path)
-    raw = synthetic.generate(seed=config.synthetic.seed, scale=config.synthetic.scale)
+    s = config.synthetic
+    raw = synthetic.generate(seed=s.seed, scale=s.scale, eval_users=s.eval_users)
     try:
       prepared.write_prepared(raw, path, source="synthetic",
-                              arguments={"seed": config.synthetic.seed,
-                                         "scale": config.synthetic.scale},
+                              arguments={"seed": s.seed, "scale": s.scale,
+                                         "eval_users": s.eval_users},
                               seed=config.synthetic.seed)
     except FileExistsError:  # another process (host) won the race: its copy is complete
       pass
@@ -44,4 +45,5 @@ def describe(config, ds: prepared.PreparedDataset) -> str:
   """What `results.json` records under "data"."""
   if config.data_dir:
     return str(config.data_dir)
-  return f"synthetic(seed={config.synthetic.seed}, scale={config.synthetic.scale:g})"
+  s = config.synthetic
+  return f"synthetic(seed={s.seed}, scale={s.scale:g}, eval_users={s.eval_users})"

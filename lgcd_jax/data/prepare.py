@@ -3,7 +3,7 @@
   python -m lgcd_jax.data.prepare --source=llmcdsr --input=../shared/data/food-kitchen --output=prepared/food-kitchen
   python -m lgcd_jax.data.prepare --source=amazon --source_reviews=F --source_meta=F \
       --target_reviews=F --target_meta=F --kcore=5 --output=DIR [--eval_users=N --seed=S]
-  python -m lgcd_jax.data.prepare --source=synthetic --output=DIR [--seed=S --scale=X]
+  python -m lgcd_jax.data.prepare --source=synthetic --output=DIR [--seed=S --scale=X --eval_users=N]
 
 The output is built in a temporary directory and renamed into place: a crash leaves nothing half-made.
 Bad input stops with an error naming the file and line, and exit status 2.
@@ -35,7 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument(f"--{name}", help="plain or gzip; 2014, 2018 or 2023 layout")
   g.add_argument("--kcore", type=int, default=0, help="k-core filter per domain; 0 = none")
   g.add_argument("--eval_users", type=int, default=None,
-                 help="overlap users held out for valid+test (default 10%%)")
+                 help="amazon: overlap users held out for valid+test (default 10%%); synthetic: "
+                 "held-out users per (direction, split) at scale 1.0 (default 200)")
   g = p.add_argument_group("synthetic")
   g.add_argument("--scale", type=float, default=1.0)
   return p
@@ -64,8 +65,11 @@ def build(args: argparse.Namespace) -> tuple[prepared.RawDataset, dict, dict]:
   from lgcd_jax.data import synthetic
   if args.scale <= 0:
     raise SystemExit("--scale must be > 0")
-  raw = synthetic.generate(seed=args.seed, scale=args.scale)
-  return raw, {"seed": args.seed, "scale": args.scale}, {}
+  if args.eval_users is not None and args.eval_users < 1:
+    raise SystemExit("--eval_users must be >= 1")
+  eval_users = args.eval_users or synthetic.EVAL_USERS
+  raw = synthetic.generate(seed=args.seed, scale=args.scale, eval_users=eval_users)
+  return raw, {"seed": args.seed, "scale": args.scale, "eval_users": eval_users}, {}
 
 
 def main(argv=None) -> int:

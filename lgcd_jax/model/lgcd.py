@@ -34,7 +34,14 @@ Choices where the design leaves room (DESIGN.md §2):
   The table is the one items are scored with, so this vector carries the clue's ranking directly;
   attention pooling over 40+ mixed tokens tended to wash it out.
 - model.item_bias adds a learned per-item offset to <x0_hat, e_i> (a popularity prior that a
-  per-user dot product expresses poorly); off by default, on in the demo.
+  per-user dot product expresses poorly); off by default, on in the demo. It starts at zero or,
+  with model.item_bias_init = "log_popularity", at the centred log(1 + count) of each item over all
+  target-domain training sequences: only the overlap users' pairs train it later, while the
+  target-only users know the catalogue's popularity best.
+- Joint fine-tuning (train.joint_encoder_weight > 0, off by default): the diffusion stage keeps both
+  encoders' next-item objective on single-domain batches (`joint_loss`), so the encoders follow the
+  item tables that stage 2 moves. On the demo it did not measure better (BUILD_NOTES) and doubles
+  the step's cost.
 - The diffusion step t ~ U{0..T-1}; the denoiser is trained on x0 MSE (x0-parameterisation).
 - collab_only / semantic_only get no semantic (resp. collaborative) input at all: fully masked
   tokens and zero pooled vectors, also in the MoE gate and the guesser.
@@ -78,7 +85,7 @@ class LGCD(nnx.Module):
   def __init__(self, config: ml_collections.ConfigDict, num_src_items: int, num_tgt_items: int,
                src_title_emb: np.ndarray | None = None, tgt_title_emb: np.ndarray | None = None,
                *, rngs: nnx.Rngs, src_id_init: np.ndarray | None = None,
-               tgt_id_init: np.ndarray | None = None):
+               tgt_id_init: np.ndarray | None = None, tgt_bias_init: np.ndarray | None = None):
     """Builds the model from `config.model`, `config.train`, `config.data`, `config.clues`.
 
     Args:
@@ -90,6 +97,7 @@ class LGCD(nnx.Module):
       rngs: initialisation randomness.
       src_id_init: optional [num_src_items, d] initial source ID embeddings.
       tgt_id_init: optional [num_tgt_items, d] initial target ID embeddings.
+      tgt_bias_init: optional [num_tgt_items] initial item score offsets (with model.item_bias).
     """
     m, t = config.model, config.train
     if m.conditioning not in CONDITIONINGS:
@@ -124,6 +132,7 @@ class LGCD(nnx.Module):
     self.guesser_rec_weight = float(t.get("guesser_rec_weight", 0.0))
     self.pseudo_weight = float(t.pseudo_weight)
     self.encoder_negatives = int(t.get("encoder_negatives", DEFAULT_ENCODER_NEGATIVES))
+    self.joint_encoder_weight = float(t.get("joint_encoder_weight", 0.0))
     self.clue_len = int(config.data.clue_len)
     text_dim = int(config.clues.text_dim)
 
@@ -131,7 +140,11 @@ class LGCD(nnx.Module):
     self.tgt_table = ItemTable(num_tgt_items, d, tgt_title_emb, rngs=rngs, id_init=tgt_id_init)
     # A learned per-item score offset (popularity prior): a user-independent bias a dot product
     # with a per-user x0_hat can express only through item norms.
-    self.tgt_bias = nnx.Param(jnp.zeros((num_tgt_items,))) if self.item_bias else None
+    if tgt_bias_init is not None and np.shape(tgt_bias_init) != (num_tgt_items,):
+      raise ValueError(f"tgt_bias_init must be [{num_tgt_items}], got {np.shape(tgt_bias_init)}")
+    bias = (jnp.zeros((num_tgt_items,)) if tgt_bias_init is None
+            else jnp.asarray(tgt_bias_init, jnp.float32))
+    self.tgt_bias = nnx.Param(bias) if self.item_bias else None
     enc_args = (d, m.heads, m.encoder_layers, config.data.maxlen, m.dropout)
     self.src_encoder = SequenceEncoder(*enc_args, rngs=rngs)
     self.tgt_encoder = SequenceEncoder(*enc_args, rngs=rngs)
@@ -307,6 +320,15 @@ class LGCD(nnx.Module):
       total += self.alignment_weight * align_loss
     metrics["loss"] = total
     return total, metrics
+
+  def joint_loss(self, batch: Batch, batch_src: Batch, batch_tgt: Batch, rng: jax.Array,
+                 train: bool = True) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """`loss` on a pair batch plus joint_encoder_weight x `encoder_loss` on single-domain batches."""
+    r_pair, r_enc = jax.random.split(rng)
+    total, metrics = self.loss(batch, r_pair, train)
+    enc, enc_metrics = self.encoder_loss(batch_src, batch_tgt, r_enc, train)
+    total = total + self.joint_encoder_weight * enc
+    return total, {**metrics, **enc_metrics, "loss": total}
 
   def _rec_rows(self, x0_hat: jax.Array, tgt: jax.Array, tgt_weight: jax.Array) -> jax.Array:
     """Per-row softmax CE over all target items, averaged over the row's weighted target items."""
