@@ -17,10 +17,9 @@ import numpy as np
 import pytest
 
 import fake_anthropic as fa
-from configs import tiny
-from lgcd_jax.data import synthetic
+import pipeline_fixtures as pf
 from lgcd_jax.data.clues import load_clues
-from lgcd_jax.data.prepared import load_prepared, write_prepared
+from lgcd_jax.data.prepared import load_prepared
 from pipelines import cache as cache_lib
 from pipelines import prompts, users
 from pipelines.pseudo_overlap import Options, PipelineError, run
@@ -35,10 +34,7 @@ BRIEF_FIELDS = ("users_requested", "users_succeeded", "users_failed", "failure_r
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-  out = tmp_path_factory.mktemp("pipelines") / "tiny"
-  write_prepared(synthetic.generate(seed=0, scale=0.2), out, source="synthetic",
-                 arguments={"scale": 0.2}, seed=0)
-  return out
+  return pf.write_tiny_world(tmp_path_factory, "pipelines", seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -48,18 +44,12 @@ def ds(data_dir):
 
 @pytest.fixture
 def config(data_dir):
-  c = tiny.get_config()
-  c.data_dir = str(data_dir)
-  return c
+  return pf.tiny_config(data_dir)
 
 
 @pytest.fixture
 def server(ds, monkeypatch):
-  with fa.FakeAnthropic(api_key=FAKE_KEY, target_titles=ds.titles["B"]) as s:
-    for name in ("ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_PROFILE", "ANTHROPIC_LOG"):
-      monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("ANTHROPIC_API_KEY", FAKE_KEY)
-    monkeypatch.setenv("ANTHROPIC_BASE_URL", s.url)
+  with pf.fake_server(monkeypatch, FAKE_KEY, ds.titles["B"]) as s:
     yield s
 
 

@@ -12,10 +12,9 @@ from pathlib import Path
 import pytest
 
 import fake_anthropic as fa
-from configs import tiny
-from lgcd_jax.data import synthetic
+import pipeline_fixtures as pf
 from lgcd_jax.data.clues import load_clues
-from lgcd_jax.data.prepared import load_prepared, write_prepared
+from lgcd_jax.data.prepared import load_prepared
 from pipelines import cache as cache_lib
 from pipelines import prompts
 from pipelines.pseudo_overlap import Options, PipelineError, run
@@ -26,27 +25,18 @@ FAKE_KEY = "sk-ant-FAKE-batch-0123456789"
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-  out = tmp_path_factory.mktemp("batch") / "tiny"
-  write_prepared(synthetic.generate(seed=1, scale=0.2), out, source="synthetic",
-                 arguments={"scale": 0.2}, seed=1)
-  return out
+  return pf.write_tiny_world(tmp_path_factory, "batch", seed=1)
 
 
 @pytest.fixture
 def config(data_dir):
-  c = tiny.get_config()
-  c.data_dir = str(data_dir)
-  return c
+  return pf.tiny_config(data_dir)
 
 
 @pytest.fixture
 def server(data_dir, monkeypatch):
   titles = load_prepared(data_dir).titles["B"]
-  with fa.FakeAnthropic(api_key=FAKE_KEY, target_titles=titles, batch_polls=2) as s:
-    for name in ("ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_PROFILE", "ANTHROPIC_LOG"):
-      monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("ANTHROPIC_API_KEY", FAKE_KEY)
-    monkeypatch.setenv("ANTHROPIC_BASE_URL", s.url)
+  with pf.fake_server(monkeypatch, FAKE_KEY, titles, batch_polls=2) as s:
     yield s
 
 

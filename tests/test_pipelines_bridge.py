@@ -8,11 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from configs import tiny
+import pipeline_fixtures as pf
 from lgcd_jax.clues.bridge import make_bridge_clues
-from lgcd_jax.data import synthetic
 from lgcd_jax.data.clues import load_clues
-from lgcd_jax.data.prepared import load_prepared, write_prepared
+from lgcd_jax.data.prepared import load_prepared
 from pipelines.pseudo_overlap import Options, PipelineError, run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -20,18 +19,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-  out = tmp_path_factory.mktemp("bridge_cli") / "tiny"
-  write_prepared(synthetic.generate(seed=2, scale=0.2), out, source="synthetic",
-                 arguments={"scale": 0.2}, seed=2)
-  return out
+  return pf.write_tiny_world(tmp_path_factory, "bridge_cli", seed=2)
 
 
 @pytest.fixture
 def config(data_dir):
-  c = tiny.get_config()
-  c.data_dir = str(data_dir)
-  c.direction = "B2A"
-  return c
+  return pf.tiny_config(data_dir, direction="B2A")
 
 
 def test_bridge_shards_match_make_bridge_clues(config, data_dir, tmp_path):
