@@ -113,3 +113,13 @@ def test_item_bias_can_start_from_log_popularity_over_all_target_training_users(
                                        "model.item_bias_init": "log_popularity"}), ds) is None
   with pytest.raises(ValueError, match="item_bias_init"):
     train.bias_init(tiny_config(**{"model.item_bias": True, "model.item_bias_init": "popular"}), ds)
+
+
+def test_joint_fine_tuning_keeps_the_encoder_objective_in_the_diffusion_stage(tmp_path):
+  config = tiny_config(**{"train.steps": 20, "train.joint_encoder_weight": 1.0})
+  res = experiment.run(config, tmp_path)
+  assert res["steps_run"] == 40 and res["n_users"]["test"] > 0
+  rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  diffusion = [r for r in rows if r["kind"] == "train" and r["stage"] == "diffusion"]
+  assert diffusion and all(np.isfinite(r["encoder_loss/tgt"]) and "rec_loss" in r
+                           for r in diffusion)

@@ -393,6 +393,8 @@ def generate_world(seed: int = 0, scale: float = 1.0, overlap_share: float = 0.3
   n_train = _scaled(train_users, scale)
   n_overlap = int(round(n_train * overlap_share))
   n_single = (n_train - n_overlap) // 2
+  if eval_users < 1:
+    raise ValueError(f"eval_users must be >= 1, got {eval_users}")
   n_eval = _scaled(eval_users, scale)
   if n_items < max(MIN_ITEMS_PER_TOPIC * num_topics, 2 * MAX_LEN):
     raise ValueError(f"scale {scale} gives {n_items} items per domain; need at least "
