@@ -14,9 +14,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.seed = 0
   c.workdir = ""  # --workdir flag wins; empty means workdirs/<config name>
   # Synthetic demo data is prepared in-process when data_dir is empty and this is set.
-  # eval_users: held-out users per (direction, split) at scale 1.0 (the world scales it).
+  # overlap_share: share of training users with both domains; eval_users: held-out users per
+  # (direction, split) at scale 1.0 (the world scales it).
   c.synthetic = ml_collections.ConfigDict({"enabled": False, "scale": 1.0, "seed": 0,
-                                           "eval_users": 200})
+                                           "overlap_share": 0.3, "eval_users": 200})
 
   c.data = ml_collections.ConfigDict()
   c.data.maxlen = 50  # sequences are truncated to their most recent `maxlen` items

@@ -219,3 +219,20 @@ def test_write_prepared_round_trip(small, tmp_path):
 def test_rejects_bad_arguments(kwargs):
   with pytest.raises(ValueError):
     synthetic.generate(seed=0, **kwargs)
+
+
+def test_prepare_cli_builds_the_synthetic_world_it_is_asked_for(tmp_path):
+  from lgcd_jax.data import prepare
+  out = tmp_path / "world"
+  args = ["--source=synthetic", f"--output={out}", "--scale=0.1", "--overlap_share=0.2",
+          "--eval_users=30"]
+  assert prepare.main(args) == 0
+  data = prepared.load_prepared(out)
+  assert len(data.pool_user_ids["overlap"]) == round(round(4000 * 0.1) * 0.2)  # 400 users, 20 %
+  for direction in prepared.DIRECTIONS:
+    for split in prepared.SPLITS:
+      assert len(data.eval[direction][split].user_ids) == 3  # 30 per split at scale 1.0, x 0.1
+  assert data.manifest["arguments"]["overlap_share"] == 0.2
+  with pytest.raises(SystemExit, match="overlap_share"):
+    prepare.main(["--source=synthetic", f"--output={tmp_path / 'bad'}", "--overlap_share=1.5"])
+  assert not (tmp_path / "bad").exists()

@@ -11,7 +11,8 @@ from lgcd_jax.data.errors import DataError
 
 def synthetic_dir(config, workdir: str | Path) -> Path:
   s = config.synthetic
-  return Path(workdir) / "data" / f"synthetic-seed{s.seed}-scale{s.scale:g}-eval{s.eval_users}"
+  return (Path(workdir) / "data"
+          / f"synthetic-seed{s.seed}-scale{s.scale:g}-eval{s.eval_users}-overlap{s.overlap_share:g}")
 
 
 def load_dataset(config, workdir: str | Path) -> prepared.PreparedDataset:
@@ -30,10 +31,12 @@ def load_dataset(config, workdir: str | Path) -> prepared.PreparedDataset:
     from lgcd_jax.data import synthetic
     logging.info("preparing synthetic demo data in %s", path)
     s = config.synthetic
-    raw = synthetic.generate(seed=s.seed, scale=s.scale, eval_users=s.eval_users)
+    raw = synthetic.generate(seed=s.seed, scale=s.scale, overlap_share=s.overlap_share,
+                             eval_users=s.eval_users)
     try:
       prepared.write_prepared(raw, path, source="synthetic",
                               arguments={"seed": s.seed, "scale": s.scale,
+                                         "overlap_share": s.overlap_share,
                                          "eval_users": s.eval_users},
                               seed=config.synthetic.seed)
     except FileExistsError:  # another process (host) won the race: its copy is complete
@@ -46,4 +49,5 @@ def describe(config, ds: prepared.PreparedDataset) -> str:
   if config.data_dir:
     return str(config.data_dir)
   s = config.synthetic
-  return f"synthetic(seed={s.seed}, scale={s.scale:g}, eval_users={s.eval_users})"
+  return (f"synthetic(seed={s.seed}, scale={s.scale:g}, overlap_share={s.overlap_share:g}, "
+          f"eval_users={s.eval_users})")

@@ -3,7 +3,7 @@
   python -m lgcd_jax.data.prepare --source=llmcdsr --input=../shared/data/food-kitchen --output=prepared/food-kitchen
   python -m lgcd_jax.data.prepare --source=amazon --source_reviews=F --source_meta=F \
       --target_reviews=F --target_meta=F --kcore=5 --output=DIR [--eval_users=N --seed=S]
-  python -m lgcd_jax.data.prepare --source=synthetic --output=DIR [--seed=S --scale=X --eval_users=N]
+  python -m lgcd_jax.data.prepare --source=synthetic --output=DIR [--seed=S --scale=X --overlap_share=P --eval_users=N]
 
 The output is built in a temporary directory and renamed into place: a crash leaves nothing half-made.
 Bad input stops with an error naming the file and line, and exit status 2.
@@ -39,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
                  "held-out users per (direction, split) at scale 1.0 (default 200)")
   g = p.add_argument_group("synthetic")
   g.add_argument("--scale", type=float, default=1.0)
+  g.add_argument("--overlap_share", type=float, default=0.3,
+                 help="share of training users with histories in both domains")
   return p
 
 
@@ -68,8 +70,12 @@ def build(args: argparse.Namespace) -> tuple[prepared.RawDataset, dict, dict]:
   if args.eval_users is not None and args.eval_users < 1:
     raise SystemExit("--eval_users must be >= 1")
   eval_users = args.eval_users or synthetic.EVAL_USERS
-  raw = synthetic.generate(seed=args.seed, scale=args.scale, eval_users=eval_users)
-  return raw, {"seed": args.seed, "scale": args.scale, "eval_users": eval_users}, {}
+  if not 0.0 < args.overlap_share < 1.0:
+    raise SystemExit("--overlap_share must be in (0, 1)")
+  raw = synthetic.generate(seed=args.seed, scale=args.scale, overlap_share=args.overlap_share,
+                           eval_users=eval_users)
+  return raw, {"seed": args.seed, "scale": args.scale, "overlap_share": args.overlap_share,
+               "eval_users": eval_users}, {}
 
 
 def main(argv=None) -> int:
