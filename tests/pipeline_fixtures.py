@@ -19,7 +19,8 @@ def write_tiny_world(tmp_path_factory, name: str, seed: int) -> Path:
   return out
 
 
-def tiny_config(data_dir: Path, direction: str = "A2B"):
+def config_for(data_dir: Path, direction: str = "A2B"):
+  """configs/tiny.py pointed at a prepared world."""
   c = tiny.get_config()
   c.data_dir = str(data_dir)
   c.direction = direction

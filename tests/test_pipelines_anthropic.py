@@ -44,7 +44,7 @@ def ds(data_dir):
 
 @pytest.fixture
 def config(data_dir):
-  return pf.tiny_config(data_dir)
+  return pf.config_for(data_dir)
 
 
 @pytest.fixture

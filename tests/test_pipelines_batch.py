@@ -30,7 +30,7 @@ def data_dir(tmp_path_factory):
 
 @pytest.fixture
 def config(data_dir):
-  return pf.tiny_config(data_dir)
+  return pf.config_for(data_dir)
 
 
 @pytest.fixture

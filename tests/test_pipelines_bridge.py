@@ -24,7 +24,7 @@ def data_dir(tmp_path_factory):
 
 @pytest.fixture
 def config(data_dir):
-  return pf.tiny_config(data_dir, direction="B2A")
+  return pf.config_for(data_dir, direction="B2A")
 
 
 def test_bridge_shards_match_make_bridge_clues(config, data_dir, tmp_path):
