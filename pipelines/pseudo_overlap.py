@@ -60,7 +60,7 @@ class PipelineError(RuntimeError):
 
 @dataclasses.dataclass
 class Options:
-  """The CLI flags (same names). Defaults are the CLI's defaults."""
+  """The CLI flags (same names); the CLI takes its defaults from here."""
 
   backend: str
   out: str
@@ -500,44 +500,63 @@ def _define_flags():
   from absl import flags
   from ml_collections import config_flags
 
+  # Every default comes from Options, so the CLI and the Python API cannot drift apart.
+  d = {f.name: f.default for f in dataclasses.fields(Options)}
   config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/demo.py.",
                                   lock_config=True)
   flags.DEFINE_enum("backend", None, BACKENDS, "Where the clues come from.")
   flags.DEFINE_string("out", None, "Output directory (shards, summary, cache); rerun to resume.")
-  flags.DEFINE_enum("users", "all", users.USER_CHOICES,
+  flags.DEFINE_enum("users", d["users"], users.USER_CHOICES,
                     "Which users: the single-domain source pool (single, or A_only for A2B / B_only "
                     "for B2A), overlap, valid, test, or all of them.")
-  flags.DEFINE_integer("limit", 0, "Only the first N users needing clues (0: all).")
-  flags.DEFINE_string("model", DEFAULT_MODEL, "Anthropic model name.")
-  flags.DEFINE_integer("concurrency", 8, "Requests in flight (anthropic backend).")
-  flags.DEFINE_bool("dry_run", False, "Print requests, tokens and cost it would spend; send nothing.")
-  flags.DEFINE_integer("max_tokens", 512, "max_tokens of each request.")
-  flags.DEFINE_integer("nk", 5, "Target items kept per description (nearest by cosine).")
-  flags.DEFINE_float("sim_floor", 0.3, "Matches under this cosine are dropped (hallucinated).")
-  flags.DEFINE_integer("clue_len", 0, "Keep at most this many mapped items per user (0: all).")
-  flags.DEFINE_integer("num_items", 10, "Target-domain descriptions asked for per user.")
-  flags.DEFINE_integer("num_examples", 3, "In-context examples (training overlap users).")
-  flags.DEFINE_integer("max_titles", 30, "Most recent distinct source titles in a prompt.")
-  flags.DEFINE_integer("max_history_chars", 3000, "Character budget of a user's titles.")
-  flags.DEFINE_integer("max_title_chars", 150, "A title is cut to this many characters.")
-  flags.DEFINE_integer("seed", -1, "Seed of the in-context examples (-1: config.seed).")
-  flags.DEFINE_string("domain_a_name", "", "Name of domain A in prompts (e.g. 'Grocery & Gourmet "
+  flags.DEFINE_integer("limit", d["limit"], "Only the first N users needing clues (0: all).")
+  flags.DEFINE_string("model", d["model"], "Anthropic model name.")
+  flags.DEFINE_integer("concurrency", d["concurrency"], "Requests in flight (anthropic backend).")
+  flags.DEFINE_bool("dry_run", d["dry_run"],
+                    "Print requests, tokens and cost it would spend; send nothing.")
+  flags.DEFINE_integer("max_tokens", d["max_tokens"], "max_tokens of each request.")
+  flags.DEFINE_integer("nk", d["nk"], "Target items kept per description (nearest by cosine).")
+  flags.DEFINE_float("sim_floor", d["sim_floor"],
+                     "Matches under this cosine are dropped (hallucinated).")
+  flags.DEFINE_integer("clue_len", d["clue_len"],
+                       "Keep at most this many mapped items per user (0: all).")
+  flags.DEFINE_integer("num_items", d["num_items"],
+                       "Target-domain descriptions asked for per user.")
+  flags.DEFINE_integer("num_examples", d["num_examples"],
+                       "In-context examples (training overlap users).")
+  flags.DEFINE_integer("max_titles", d["max_titles"],
+                       "Most recent distinct source titles in a prompt.")
+  flags.DEFINE_integer("max_history_chars", d["max_history_chars"],
+                       "Character budget of a user's titles.")
+  flags.DEFINE_integer("max_title_chars", d["max_title_chars"],
+                       "A title is cut to this many characters.")
+  flags.DEFINE_integer("seed", d["seed"], "Seed of the in-context examples (-1: config.seed).")
+  flags.DEFINE_string("domain_a_name", d["domain_a_name"],
+                      "Name of domain A in prompts (e.g. 'Grocery & Gourmet "
                       "Food'); default 'domain A' ('groceries' on synthetic data).")
-  flags.DEFINE_string("domain_b_name", "", "Name of domain B in prompts (e.g. 'Home & Kitchen').")
-  flags.DEFINE_string("cache_dir", "", "Response cache (default OUT/cache).")
-  flags.DEFINE_string("replay", "", "replay backend: a cache directory or a JSONL file of answers.")
-  flags.DEFINE_integer("max_attempts", 6, "Attempts per request on 429/5xx/529/timeouts.")
-  flags.DEFINE_float("backoff_base", 1.0, "Seconds before the first retry (doubles, with jitter).")
-  flags.DEFINE_float("backoff_max", 60.0, "Longest backoff between attempts, in seconds.")
-  flags.DEFINE_float("timeout", 120.0, "Per-request timeout in seconds.")
-  flags.DEFINE_float("poll_interval", 30.0, "Seconds between batch polls.")
-  flags.DEFINE_integer("batch_size", 10000, "Requests per Message Batch (at most 100000).")
-  flags.DEFINE_float("batch_max_wait", 26 * 3600.0, "Stop polling after this many seconds (rerun "
+  flags.DEFINE_string("domain_b_name", d["domain_b_name"],
+                      "Name of domain B in prompts (e.g. 'Home & Kitchen').")
+  flags.DEFINE_string("cache_dir", d["cache_dir"], "Response cache (default OUT/cache).")
+  flags.DEFINE_string("replay", d["replay"],
+                      "replay backend: a cache directory or a JSONL file of answers.")
+  flags.DEFINE_integer("max_attempts", d["max_attempts"],
+                       "Attempts per request on 429/5xx/529/timeouts.")
+  flags.DEFINE_float("backoff_base", d["backoff_base"],
+                     "Seconds before the first retry (doubles, with jitter).")
+  flags.DEFINE_float("backoff_max", d["backoff_max"],
+                     "Longest backoff between attempts, in seconds.")
+  flags.DEFINE_float("timeout", d["timeout"], "Per-request timeout in seconds.")
+  flags.DEFINE_float("poll_interval", d["poll_interval"], "Seconds between batch polls.")
+  flags.DEFINE_integer("batch_size", d["batch_size"],
+                       "Requests per Message Batch (at most 100000).")
+  flags.DEFINE_float("batch_max_wait", d["batch_max_wait"],
+                     "Stop polling after this many seconds (rerun "
                      "resumes).")
-  flags.DEFINE_string("price_per_mtok", "", "IN,OUT USD per million tokens (overrides the table).")
-  flags.DEFINE_bool("merge", True, "Keep earlier rows of users this run does not ask for.")
-  flags.DEFINE_integer("shard_size", 10000, "Users per clue shard.")
-  flags.DEFINE_bool("progress", True, "Show a progress bar.")
+  flags.DEFINE_string("price_per_mtok", d["price_per_mtok"],
+                      "IN,OUT USD per million tokens (overrides the table).")
+  flags.DEFINE_bool("merge", d["merge"], "Keep earlier rows of users this run does not ask for.")
+  flags.DEFINE_integer("shard_size", d["shard_size"], "Users per clue shard.")
+  flags.DEFINE_bool("progress", d["progress"], "Show a progress bar.")
   flags.mark_flags_as_required(["config", "backend", "out"])
 
 
