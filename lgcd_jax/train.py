@@ -111,11 +111,10 @@ def bias_init(config, ds: PreparedDataset) -> np.ndarray | None:
     raise ValueError(f"model.item_bias_init must be 'zero' or 'log_popularity', got {how!r}")
   if how == "zero" or not config.model.get("item_bias", False):
     return None
+  from lgcd_jax.baselines import common
   _, tgt = direction_domains(config.direction)
-  counts = np.zeros(ds.num_items(tgt), np.float64)
-  for seqs in ds.domain_sequences(tgt):
-    np.add.at(counts, seqs.values, 1.0)
-  log_pop = np.log1p(counts)
+  # The popularity baseline's counts: every target-domain training sequence.
+  log_pop = np.log1p(common.item_counts(ds.domain_sequences(tgt), ds.num_items(tgt)))
   return (log_pop - log_pop.mean()).astype(np.float32)
 
 

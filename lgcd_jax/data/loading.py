@@ -38,7 +38,7 @@ def load_dataset(config, workdir: str | Path) -> prepared.PreparedDataset:
                               arguments={"seed": s.seed, "scale": s.scale,
                                          "overlap_share": s.overlap_share,
                                          "eval_users": s.eval_users},
-                              seed=config.synthetic.seed)
+                              seed=s.seed)
     except FileExistsError:  # another process (host) won the race: its copy is complete
       pass
   return prepared.load_prepared(path)
