@@ -63,3 +63,42 @@ def test_matches_numpy_reference(seed):
     others = np.delete(scores[i], label[i])
     expect = (others > scores[i, label[i]]).sum() + 0.5 * (others == scores[i, label[i]]).sum()
     assert got[i] == expect
+
+
+def _eval_batch(n_real: int, b: int = 4, n_items: int = 6):
+  return {"label": np.zeros(b, np.int32), "negatives": np.tile(np.arange(1, 4, dtype=np.int32), (b, 1)),
+          "weight": (np.arange(b) < n_real).astype(np.float32),
+          "user": np.where(np.arange(b) < n_real, np.arange(b), -1).astype(np.int32),
+          "src": np.zeros((b, n_items), np.int32)}
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_score_of_a_real_row_fails_the_evaluation(bad):
+  from lgcd_jax.evaluation import evaluator
+  batch = _eval_batch(n_real=3)
+
+  def score(b):
+    s = np.tile(np.linspace(0.0, 1.0, 6, dtype=np.float32), (4, 1))
+    s[2, 0] = bad  # the positive of real row 2: NaN used to rank -0.5, a "perfect" hit
+    return jnp.asarray(s)
+  with pytest.raises(evaluator.NonFiniteScoreError, match="row 2 of the split"):
+    evaluator.evaluate(score, [batch])
+
+  def score_negative(b):  # a non-finite negative is as broken as a non-finite positive
+    s = np.zeros((4, 6), np.float32)
+    s[1, 3] = bad
+    return jnp.asarray(s)
+  with pytest.raises(evaluator.NonFiniteScoreError, match="1 evaluation user"):
+    evaluator.evaluate(score_negative, [batch])
+
+
+def test_non_finite_score_of_a_padding_row_is_ignored():
+  from lgcd_jax.evaluation import evaluator
+  batch = _eval_batch(n_real=3)
+
+  def score(b):
+    s = np.tile(np.linspace(1.0, 0.0, 6, dtype=np.float32), (4, 1))
+    s[3] = np.nan  # padding row (weight 0)
+    return jnp.asarray(s)
+  out = evaluator.evaluate(score, [batch])
+  assert out["n_users"] == 3 and out["full"]["HR@1"] == 1.0

@@ -15,11 +15,17 @@ import numpy as np
 from lgcd_jax.evaluation import metrics
 
 
+class NonFiniteScoreError(FloatingPointError):
+  """A real evaluation user got a NaN or infinite score: its metrics would be meaningless."""
+
+
 def evaluate(score_fn: Callable[[dict], jax.Array], batches: Iterable[dict],
              put: Callable[[dict], dict] | None = None) -> dict:
   """Returns {"sampled": {metric: mean}, "full": {...}, "n_users": n, "users_per_s": x}.
 
   `put` places a host batch on devices (e.g. sharded over a mesh) before scoring.
+  Raises NonFiniteScoreError when any score of a real (weight > 0) row is NaN or infinite: ranks of
+  such rows are meaningless (a NaN positive would count as a perfect hit).
   """
   totals = None
   n = 0.0
@@ -27,6 +33,7 @@ def evaluate(score_fn: Callable[[dict], jax.Array], batches: Iterable[dict],
   for host_batch in batches:
     batch = put(host_batch) if put else host_batch
     scores = score_fn(batch)
+    _check_finite(scores, batch, n)
     sums = metrics.batch_metric_sums(scores, batch["label"], batch["negatives"], batch["weight"])
     sums = jax.device_get(sums)
     if totals is None:
@@ -42,3 +49,17 @@ def evaluate(score_fn: Callable[[dict], jax.Array], batches: Iterable[dict],
   out["n_users"] = int(n)
   out["users_per_s"] = n / max(elapsed, 1e-9)
   return out
+
+
+def _check_finite(scores, batch: dict, users_before: float) -> None:
+  weight = batch["weight"]
+  user = batch["user"] if "user" in batch else None
+  if user is None:  # row positions within the split stand in for the users' rows
+    user = users_before + np.arange(np.shape(weight)[0])
+  count, first = jax.device_get(metrics.nonfinite_rows(scores, weight, user))
+  if int(count):
+    raise NonFiniteScoreError(
+        f"{int(count)} evaluation user(s) of a batch got non-finite scores (NaN or inf), the first "
+        f"at row {int(first)} of the split; refusing to report metrics from them (a NaN positive "
+        f"would count as a perfect hit). The model or its inputs are broken: check the training "
+        f"loss and the clue and title inputs, or lower train.lr.")

@@ -3,6 +3,10 @@
 rank = (# candidates scoring strictly higher than the positive) + 0.5 * (# other candidates tied with it),
 0-based. So a model that gives every item the same score ranks each positive in the middle and scores
 near zero, never perfectly. HR@K = 1[rank < K], NDCG@K = 1[rank < K] / log2(rank + 2), MRR = 1 / (rank + 1).
+
+The ranks assume finite scores: a NaN compares false with everything, so a NaN positive would rank
+-0.5 (better than first) and score a perfect HR and an NDCG above 1. `nonfinite_rows` finds such rows
+so that the evaluator can refuse them.
 """
 
 from __future__ import annotations
@@ -58,3 +62,16 @@ def batch_metric_sums(scores: jax.Array, label: jax.Array, negatives: jax.Array,
                      ("sampled", sampled_ranks(scores, label, negatives))):
     out[name] = {k: jnp.sum(v * weight) for k, v in metrics_from_ranks(rank).items()}
   return out
+
+
+@jax.jit
+def nonfinite_rows(scores: jax.Array, weight: jax.Array, user: jax.Array
+                   ) -> tuple[jax.Array, jax.Array]:
+  """(number of real rows (weight > 0) with any non-finite score, the smallest `user` among them).
+
+  The second value is the int32 maximum when there is none. Both are scalars, so they can be read back
+  from a batch sharded over several hosts.
+  """
+  bad = (weight > 0) & ~jnp.all(jnp.isfinite(scores), axis=-1)
+  first = jnp.min(jnp.where(bad, user.astype(jnp.int32), jnp.iinfo(jnp.int32).max))
+  return jnp.sum(bad.astype(jnp.int32)), first
