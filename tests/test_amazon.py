@@ -377,3 +377,13 @@ def test_end_to_end_write_and_load_prepared(tmp_path):
       users = loaded.eval[direction][split]
       assert len(users) == len(ids) == stats["eval_users"][direction][split] > 0
       assert users.label.tolist() == labels and users.source.to_lists() == sources
+
+
+@pytest.mark.parametrize("layout", ["2014", "2018", "2023"])
+def test_titles_are_html_unescaped(tmp_path, layout):
+  meta = {"A": [("FA01", "Salt &amp; Pepper"), ("FA02", "Bob&#39;s Tea"), ("FA03", "Olive Oil")],
+          "B": [("KB01", "Chef&#x27;s Knife"), ("KB02", "Pot &amp;amp; Pan"), ("KB03", "Kettle")]}
+  raw, _ = build_amazon(*write_dataset(tmp_path, meta=meta, layout=layout), eval_users=0)
+  assert [t for _, t in raw.items["A"]] == ["Salt & Pepper", "Bob's Tea", "Olive Oil"]
+  # Unescaped once, as a browser shows it: a double-escaped entity keeps one level.
+  assert [t for _, t in raw.items["B"]] == ["Chef's Knife", "Pot &amp; Pan", "Kettle"]

@@ -91,3 +91,13 @@ def test_bad_input_exit_code(tmp_path, capsys):
   assert prepare.main(["--source=llmcdsr", f"--input={root}", f"--output={tmp_path / 'o'}"]) == 2
   assert "train_B.txt:1: unknown item id 99" in capsys.readouterr().err
   assert not (tmp_path / "o").exists()
+
+
+def test_titles_are_html_unescaped(tmp_path):
+  # 602 Food and 2,171 Kitchen titles of the release carry raw entities such as `&amp;`.
+  root = _write_release(tmp_path / "r")
+  (root / "text_A.pkl").write_bytes(pickle.dumps(
+      {"a0": "Salt &amp; Pepper", "a1": "Bob&#39;s Red Mill", "a2": " Caf&eacute; &lt;Blend&gt; "}))
+  raw, _ = llmcdsr.build_llmcdsr(root)
+  assert [t for _, t in raw.items["A"]] == ["Salt & Pepper", "Bob's Red Mill", "Café <Blend>"]
+  assert raw.items["B"] == [("b0", "title b0"), ("b1", "title b1")]

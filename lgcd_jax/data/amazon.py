@@ -17,6 +17,7 @@ detected from its first non-empty line:
 (2014 and 2018 review lines are read identically; the label only records whether the first line had the
 2014 `helpful` field.)
 
+Titles are HTML-unescaped (the dumps carry raw entities such as `&amp;`).
 Per domain: parse -> drop repeated (user, item) pairs, keeping the earliest -> drop interactions with
 items that have no title in the metadata (a title is required downstream) -> optional k-core -> index
 the remaining items 0-based in sorted order of their original id. Then the overlap users (items in both
@@ -29,6 +30,7 @@ from __future__ import annotations
 import array
 import ast
 import gzip
+import html
 import json
 import math
 import os
@@ -251,7 +253,8 @@ def _read_meta(path: Path, dom: _Domain, review_layout: str, review_path: Path) 
     title = rec.get("title")
     if title is not None and not isinstance(title, str):
       raise DataError(f"field 'title' must be a string, got {type(title).__name__}", path, lineno)
-    title = (title or "").strip()
+    # Amazon titles carry raw HTML entities (`&amp;`, `&#39;`): stored, embedded and prompted unescaped.
+    title = html.unescape(title or "").strip()
     if not title:
       without_title += 1  # common in real dumps; the item is simply skipped
       continue
