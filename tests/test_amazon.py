@@ -202,9 +202,11 @@ def test_held_out_users(tmp_path):
   raw, stats = build_amazon(*write_dataset(tmp_path, reviews=reviews, meta=meta), eval_users=10)
   index = {d: {item: i for i, (item, _) in enumerate(raw.items[d])} for d in "AB"}
   history = {d: {} for d in "AB"}
+  times = {d: {} for d in "AB"}
   for d in "AB":
     for user, item, t in sorted(reviews[d], key=lambda r: r[2]):
       history[d].setdefault(user, []).append(index[d][item])
+      times[d].setdefault(user, []).append(t)
 
   pool_users = set().union(*(set(ids) for ids, _ in raw.pools.values()))
   held = []
@@ -214,7 +216,8 @@ def test_held_out_users(tmp_path):
       ids, sources, labels = raw.eval[direction][split]
       assert ids, (direction, split)  # every (direction, split) gets users
       for user, source, label in zip(ids, sources, labels):
-        assert source == history[src][user]
+        label_time = times[tgt][user][-1]
+        assert source == [i for i, t in zip(history[src][user], times[src][user]) if t <= label_time]
         assert label == history[tgt][user][-1]
       held += ids
   assert len(held) == len(set(held)) == 10
@@ -387,3 +390,30 @@ def test_titles_are_html_unescaped(tmp_path, layout):
   assert [t for _, t in raw.items["A"]] == ["Salt & Pepper", "Bob's Tea", "Olive Oil"]
   # Unescaped once, as a browser shows it: a double-escaped entity keeps one level.
   assert [t for _, t in raw.items["B"]] == ["Chef's Knife", "Pot &amp; Pan", "Kettle"]
+
+
+def test_eval_source_history_stops_at_the_label_time(tmp_path):
+  # Every eval input is the source history up to the label's time. A: FA01 0, FA02 1, FA03 2;
+  # B: KB01 0, KB02 1, KB03 2. u1: A at 100, 200, 250, B at 150, 300: as B2A its label FA03 (250)
+  # sees KB03 only, not KB01 bought later. u2: FA02 at 400, the time of its label KB03: kept. u5: its
+  # only B item (10) precedes its only A item (500): as A2B it has no source item at all.
+  reviews = {"A": BASE_REVIEWS["A"] + [("u1", "FA03", 250), ("u2", "FA02", 400)],
+             "B": BASE_REVIEWS["B"]}
+  expect = {("u1", "A2B"): ([1, 0, 2], 0, 0), ("u1", "B2A"): ([2], 2, 1),
+            ("u2", "A2B"): ([0, 1], 2, 0), ("u2", "B2A"): ([1, 2], 1, 0),
+            ("u5", "A2B"): ([], 0, 1), ("u5", "B2A"): ([0], 2, 0)}
+  paths = write_dataset(tmp_path, reviews=reviews)
+  seen = set()
+  for seed in range(4):
+    raw, stats = build_amazon(*paths, eval_users=3, seed=seed)
+    hidden = empty = 0
+    for direction in DIRECTIONS:
+      for split in SPLITS:
+        for user, source, label in zip(*raw.eval[direction][split]):
+          want_source, want_label, later = expect[user, direction]
+          assert (source, label) == (want_source, want_label), (seed, user, direction)
+          hidden, empty = hidden + later, empty + (not source)
+          seen.add((user, direction))
+    assert stats["eval_hidden_later_source_items"] == hidden
+    assert sum(stats["eval_users_with_empty_source"].values()) == empty
+  assert {("u1", "B2A"), ("u5", "A2B")} & seen  # a later source item was actually cut

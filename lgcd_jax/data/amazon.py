@@ -269,8 +269,9 @@ def _read_meta(path: Path, dom: _Domain, review_layout: str, review_path: Path) 
           "unreviewed": unreviewed}
 
 
-def _clean(dom: _Domain, kcore: int) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
-  """Dedupe, title filter, k-core; returns (user codes, item codes) sorted by user, time, file order."""
+def _clean(dom: _Domain, kcore: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
+  """Dedupe, title filter, k-core; returns (user codes, item codes, times in ms) sorted by user, time,
+  file order."""
   u = np.array(dom.users, dtype=np.int32)
   it = np.array(dom.items, dtype=np.int32)
   t = np.array(dom.times, dtype=np.int64)
@@ -309,22 +310,37 @@ def _clean(dom: _Domain, kcore: int) -> tuple[np.ndarray, np.ndarray, dict[str, 
   stats["kcore_interactions_removed"] = inter_before - len(u)
 
   order = np.lexsort((pos, t, u))
-  return u[order], it[order], stats
+  return u[order], it[order], t[order], stats
 
 
 class _Sequences:
-  """A domain's per-user item-index sequences, looked up by user codes."""
+  """A domain's per-user item-index sequences (and their times), looked up by user codes."""
 
-  def __init__(self, u: np.ndarray, idx: np.ndarray):
+  def __init__(self, u: np.ndarray, idx: np.ndarray, times: np.ndarray):
     self.codes, self.starts = np.unique(u, return_index=True)
     self.ends = np.append(self.starts[1:], len(u))
     self.idx = idx
+    self.times = times
 
-  def __call__(self, codes: list[int]) -> list[list[int]]:
+  def _rows(self, codes: list[int]) -> tuple[list[int], list[int]]:
     # One vectorised lookup: a searchsorted call per user costs a cast of the whole code array.
     rows = np.searchsorted(self.codes, np.asarray(codes, dtype=self.codes.dtype))
-    return [self.idx[s:e].tolist() for s, e in zip(self.starts[rows].tolist(),
-                                                    self.ends[rows].tolist())]
+    return self.starts[rows].tolist(), self.ends[rows].tolist()
+
+  def __call__(self, codes: list[int]) -> list[list[int]]:
+    return [self.idx[s:e].tolist() for s, e in zip(*self._rows(codes))]
+
+  def last_times(self, codes: list[int]) -> list[int]:
+    """The time (ms) of each user's last item: an eval user's label time."""
+    return [int(self.times[e - 1]) for e in self._rows(codes)[1]]
+
+  def until(self, codes: list[int], times: list[int]) -> list[list[int]]:
+    """Each user's items with time <= its limit (the items up to that moment), in time order."""
+    out = []
+    for s, e, limit in zip(*self._rows(codes), times):
+      stop = s + int(np.searchsorted(self.times[s:e], limit, side="right"))  # times sorted per user
+      out.append(self.idx[s:stop].tolist())
+    return out
 
 
 def _default_eval_users(num_overlap: int) -> int:
@@ -344,8 +360,9 @@ def build_amazon(source_reviews: str | os.PathLike, source_meta: str | os.PathLi
       domain (a user's count is their count in that domain) until stable; 0 keeps everything.
     eval_users: overlap users held out for evaluation, split half valid / half test (valid gets the odd
       one). Default: 10% of the overlap users, at least 4 (one per direction and split) or all of
-      them if fewer. Each gets a direction; for A2B the input is all their A items in time order and
-      the label their last B item, the rest of their B history is dropped (B2A mirrors).
+      them if fewer. Each gets a direction; for A2B the label is their last B item and the input their
+      A items up to the label's time, in time order (A items reviewed later are not shown; those at
+      the label's very time are); the rest of their B history is dropped (B2A mirrors).
     seed: seeds the choice of held-out users and their directions.
     progress: print a line per file read to stderr.
 
@@ -356,7 +373,10 @@ def build_amazon(source_reviews: str | os.PathLike, source_meta: str | os.PathLi
     reviews, duplicates_removed, items_without_title, interactions_dropped_no_title, kcore_rounds,
     kcore_users_removed, kcore_items_removed, kcore_interactions_removed, items, interactions),
     `kcore`, `seed`, `num_users` (per pool plus overlap_total), `eval_users` per direction and split,
-    and `eval_hidden_interactions` (target items of held-out users dropped besides the label).
+    `eval_hidden_interactions` (target items of held-out users dropped besides the label),
+    `eval_hidden_later_source_items` (source items of held-out users after their label's time) and
+    `eval_users_with_empty_source` per direction (held-out users with no source item up to the label;
+    kept, as the LLMCDSR reader keeps them).
 
   Raises:
     DataError: bad input (naming the file and line), or nothing usable left (no items in a domain,
@@ -392,7 +412,7 @@ def build_amazon(source_reviews: str | os.PathLike, source_meta: str | os.PathLi
   items: dict[str, list[tuple[str, str]]] = {}
   for d, side in zip(DOMAINS, ("source", "target")):
     dom = domains[d]
-    u, it, dstats = _clean(dom, kcore)
+    u, it, t, dstats = _clean(dom, kcore)
     if not len(u):
       raise DataError(f"no interactions left in domain {d} after dropping items without a title"
                       + (f" and the {kcore}-core" if kcore else ""), paths[f"{side}_reviews"])
@@ -401,7 +421,7 @@ def build_amazon(source_reviews: str | os.PathLike, source_meta: str | os.PathLi
     code_to_index = np.full(len(dom.item_ids), -1, dtype=np.int32)
     code_to_index[codes] = np.arange(len(codes), dtype=np.int32)
     items[d] = [(dom.item_ids[c], dom.titles[c]) for c in codes.tolist()]
-    seqs[d] = _Sequences(u, code_to_index[it])
+    seqs[d] = _Sequences(u, code_to_index[it], t)
     dstats["items"], dstats["interactions"] = len(codes), len(u)
     stats["domains"][d] = dstats
     domains[d] = None  # free the raw columns before building the pools
@@ -429,7 +449,8 @@ def build_amazon(source_reviews: str | os.PathLike, source_meta: str | os.PathLi
       assigned[DIRECTIONS[(start + j) % 2]][split].append(code)
 
   evals: dict[str, dict[str, tuple[list[str], list[list[int]], list[int]]]] = {}
-  hidden = 0
+  hidden = hidden_source = 0
+  empty_source = {direction: 0 for direction in DIRECTIONS}
   for direction in DIRECTIONS:
     src, tgt = direction[0], direction[2]
     evals[direction] = {}
@@ -438,7 +459,14 @@ def build_amazon(source_reviews: str | os.PathLike, source_meta: str | os.PathLi
       target_seqs = seqs[tgt](codes)
       labels = [s[-1] for s in target_seqs]
       hidden += sum(len(s) - 1 for s in target_seqs)
-      evals[direction][split] = ([users.ids[c] for c in codes], seqs[src](codes), labels)
+      # The input is the source history up to the label's time (as the LLMCDSR split shows the
+      # history before the held-out item): a source item bought after the label is not shown.
+      # Items at the label's very time are kept: their order is unknown (2014/2018 times are days).
+      full = seqs[src](codes)
+      sources = seqs[src].until(codes, seqs[tgt].last_times(codes))
+      hidden_source += sum(len(a) - len(b) for a, b in zip(full, sources))
+      empty_source[direction] += sum(not s for s in sources)
+      evals[direction][split] = ([users.ids[c] for c in codes], sources, labels)
 
   held_set = set(held)
   a_only = users.sort_codes(np.setdiff1d(seqs["A"].codes, seqs["B"].codes))
@@ -455,4 +483,6 @@ def build_amazon(source_reviews: str | os.PathLike, source_meta: str | os.PathLi
   stats["eval_users"] = {direction: {split: len(evals[direction][split][0]) for split in SPLITS}
                          for direction in DIRECTIONS}
   stats["eval_hidden_interactions"] = hidden
+  stats["eval_hidden_later_source_items"] = hidden_source
+  stats["eval_users_with_empty_source"] = empty_source
   return RawDataset(items=items, pools=pools, eval=evals), stats
