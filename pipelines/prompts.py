@@ -10,8 +10,10 @@ per line, with '<' and '>' escaped as \\u003c / \\u003e so that no title can clo
 another; control characters become spaces. The model is told to treat the block as data. Nothing in the
 pipeline ever reads instructions from a title: a title only ends up as text inside the prompt.
 
-In-context examples come only from training overlap users (never a valid/test user id), drawn once with a
-seed; an overlap user is never its own example (its real target items would leak into its clue).
+In-context examples come only from training overlap users, drawn once with a seed. An overlap user is
+never its own example (its real target items would leak into its clue): compared by pool and row, since
+ids are unique only within a pool (the LLMCDSR uid is a line index per file). An overlap user whose
+history equals a held-out user's (`users.held_out_histories`) is never drawn either.
 """
 
 from __future__ import annotations
@@ -108,17 +110,21 @@ def _block(tag: str, lines: list[str]) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Example:
+  row: int  # the user's row in the training overlap pool: what identifies it
   user_id: str
   source_titles: tuple[str, ...]  # quoted, most recent first
   target_titles: tuple[str, ...]
 
 
 def draw_examples(ds: PreparedDataset, direction: str, budget: Budget, seed: int,
-                  exclude_ids: set[str]) -> list[Example]:
+                  exclude_histories: set[tuple[str, tuple[int, ...]]] | None = None
+                  ) -> list[Example]:
   """`budget.num_examples + 1` seeded training overlap users (one spare replaces a user's own row).
 
-  Users in `exclude_ids` (the valid/test users) and users without items on both sides are never drawn.
+  Users with a (domain, sequence) in `exclude_histories` (the held-out users') on either side, and users
+  without items on both sides, are never drawn.
   """
+  exclude = exclude_histories or set()
   src, tgt = direction_domains(direction)
   ids = ds.pool_user_ids["overlap"]
   s_seqs, t_seqs = ds.pools["overlap"][src], ds.pools["overlap"][tgt]
@@ -127,14 +133,17 @@ def draw_examples(ds: PreparedDataset, direction: str, budget: Budget, seed: int
   for row in np.random.default_rng([int(seed), 7919]).permutation(len(ids)):
     if len(out) >= want:
       break
-    uid = str(ids[row])
-    if uid in exclude_ids or len(s_seqs[row]) == 0 or len(t_seqs[row]) == 0:
+    s_seq, t_seq = s_seqs[row], t_seqs[row]
+    if len(s_seq) == 0 or len(t_seq) == 0:
+      continue
+    if ((src, tuple(int(x) for x in s_seq)) in exclude
+        or (tgt, tuple(int(x) for x in t_seq)) in exclude):
       continue
     src_t = recent_titles(s_seqs[row], ds.titles[src], budget.example_titles, budget.max_chars // 2,
                           budget.max_title_chars)
     tgt_t = recent_titles(t_seqs[row], ds.titles[tgt], budget.example_targets, budget.max_chars // 2,
                           budget.max_title_chars)
-    out.append(Example(uid, tuple(src_t), tuple(tgt_t)))
+    out.append(Example(int(row), str(ids[row]), tuple(src_t), tuple(tgt_t)))
   return out
 
 
@@ -143,22 +152,26 @@ class PromptBuilder:
 
   def __init__(self, ds: PreparedDataset, direction: str, *, model: str, max_tokens: int,
                budget: Budget = Budget(), seed: int = 0, domain_names: dict[str, str] | None = None,
-               exclude_ids: set[str] | None = None):
+               exclude_histories: set[tuple[str, tuple[int, ...]]] | None = None):
     self.ds, self.direction, self.model, self.max_tokens, self.budget = (ds, direction, model,
                                                                          int(max_tokens), budget)
     self.src, self.tgt = direction_domains(direction)
     names = domain_names or {}
     self.src_name = names.get(self.src) or f"domain {self.src}"
     self.tgt_name = names.get(self.tgt) or f"domain {self.tgt}"
-    self.examples = draw_examples(ds, direction, budget, seed, exclude_ids or set())
-    self._systems: dict[tuple[str, ...], str] = {}
+    self.examples = draw_examples(ds, direction, budget, seed, exclude_histories)
+    self._systems: dict[tuple[int, ...], str] = {}
 
-  def _examples_for(self, pool: str, user_id: str) -> list[Example]:
-    own = user_id if pool == "overlap" else None  # only a training overlap user can be an example
-    return [e for e in self.examples if e.user_id != own][:self.budget.num_examples]
+  def _examples_for(self, pool: str, row: int | None) -> list[Example]:
+    """The examples for the user at `row` of `pool`: never the user itself (same pool and row)."""
+    if pool != "overlap":  # only a training overlap user can be an example
+      return list(self.examples[:self.budget.num_examples])
+    if row is None or not 0 <= int(row) < len(self.ds.pool_user_ids["overlap"]):
+      raise ValueError(f"a training overlap user's request needs its row in the pool, got {row!r}")
+    return [e for e in self.examples if e.row != int(row)][:self.budget.num_examples]
 
   def system(self, examples: list[Example]) -> str:
-    ids = tuple(e.user_id for e in examples)
+    ids = tuple(e.row for e in examples)
     if ids not in self._systems:
       self._systems[ids] = self._system_text(examples)
     return self._systems[ids]
@@ -199,8 +212,11 @@ class PromptBuilder:
             f"Describe the {b.num_items} {self.tgt_name} products this customer would most likely buy "
             "next, as the JSON object specified.")
 
-  def request(self, pool: str, user_id: str, source_items: Sequence[int]) -> LLMRequest:
-    system = self.system(self._examples_for(pool, user_id))
+  def request(self, pool: str, user_id: str, source_items: Sequence[int],
+              row: int | None = None) -> LLMRequest:
+    """The request of the user at `row` of `pool` (the row is required for the overlap pool)."""
+    del user_id  # ids identify nobody across pools; (pool, row) does
+    system = self.system(self._examples_for(pool, row))
     messages = ({"role": "user", "content": self.user_message(source_items)},)
     return LLMRequest(model=self.model, max_tokens=self.max_tokens, system=system, messages=messages)
 

@@ -296,9 +296,10 @@ def run(config, opts: Options) -> dict:
                           num_examples=opts.num_examples)
   builder = prompts.PromptBuilder(ds, direction, model=opts.model, max_tokens=opts.max_tokens,
                                   budget=budget, seed=seed, domain_names=_domain_names(opts, ds, config),
-                                  exclude_ids=users.eval_user_ids(ds))
+                                  exclude_histories=users.held_out_histories(ds))
   cache = ResponseCache(opts.cache_dir or out / "cache")
-  first = [builder.request(t.pool, t.user_id, t.source) if len(t.source) else None for t in tasks]
+  first = [builder.request(t.pool, t.user_id, t.source, row=t.row) if len(t.source) else None
+           for t in tasks]
   if opts.dry_run:
     report = _dry_run(opts, direction, tasks, first, cache)
     print(json.dumps(report, indent=2))

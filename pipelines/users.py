@@ -3,6 +3,9 @@
 Users needing clues in direction S->T (DESIGN.md §2): the single-domain source pool ("A_only" for A2B),
 the training overlap users (shown only their source side), and the direction's valid and test users.
 They are listed pool by pool in that order, each pool in its stored order.
+
+A user is identified by its pool and row, never by its id alone: the uid column of the LLMCDSR files is a
+line index per file (user "5" of valid.txt and user "5" of train_overlap.txt are different people).
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ class UserTask:
   """One user to write a clue for."""
 
   pool: str  # the ClueSet pool: "A_only" / "B_only" / "overlap" / "valid" / "test"
-  user_id: str
+  user_id: str  # unique within its pool only (see the module docstring)
   source: np.ndarray  # source-domain item indices, in time order (oldest first)
+  row: int = -1  # the user's row within its pool (with `pool`, what identifies the user)
 
 
 def clue_pools(direction: str, users: str = "all") -> list[str]:
@@ -55,14 +59,20 @@ def select_users(ds: PreparedDataset, direction: str, users: str = "all",
     for i in range(len(ids)):
       if limit > 0 and len(tasks) >= limit:
         return tasks
-      tasks.append(UserTask(pool=pool, user_id=str(ids[i]), source=np.asarray(seqs[i])))
+      tasks.append(UserTask(pool=pool, user_id=str(ids[i]), source=np.asarray(seqs[i]), row=i))
   return tasks
 
 
-def eval_user_ids(ds: PreparedDataset) -> set[str]:
-  """Every held-out (valid/test) user id of either direction: never an in-context example."""
-  out: set[str] = set()
-  for splits in ds.eval.values():
+def held_out_histories(ds: PreparedDataset) -> set[tuple[str, tuple[int, ...]]]:
+  """(domain, source sequence) of every held-out (valid/test) user of either direction.
+
+  What identifies a held-out user across files: ids do not (a per-file line index in the LLMCDSR
+  release), so a training overlap user whose history on either side equals one of these is never an
+  in-context example (it may be the same person, whose target items are an eval label).
+  """
+  out: set[tuple[str, tuple[int, ...]]] = set()
+  for direction, splits in ds.eval.items():
+    src, _ = direction_domains(direction)
     for ev in splits.values():
-      out.update(str(u) for u in ev.user_ids)
+      out.update((src, tuple(int(x) for x in seq)) for seq in ev.source)
   return out

@@ -28,7 +28,8 @@ def ds(tmp_path_factory):
              "B": [(f"b{i}", t) for i, t in enumerate(TITLES_B)]},
       pools={"A_only": (["a0", "a1"], {"A": [[0, 1, 2, 1], [6]]}),
              "B_only": (["b0"], {"B": [[0]]}),
-             # "v0" is also a valid user id: it must never be an in-context example.
+             # "v0" is also a valid user id, as per-file line indices are in the LLMCDSR release: a
+             # different person, who may be an in-context example.
              "overlap": (["o0", "o1", "o2", "o3", "v0"], {"A": overlap_a, "B": overlap_b})},
       eval={"A2B": {"valid": (["v0"], [[2, 3]], [2]), "test": (["t0"], [[0, 1]], [1])},
             "B2A": {"valid": (["w0"], [[0]], [0]), "test": (["x0"], [[1, 2]], [2])}},
@@ -41,7 +42,8 @@ def ds(tmp_path_factory):
 def builder(ds, **kw):
   budget = prompts.Budget(**{k: kw.pop(k) for k in list(kw) if k in prompts.Budget.__annotations__})
   return prompts.PromptBuilder(ds, "A2B", model=kw.pop("model", "m"), max_tokens=256, budget=budget,
-                               seed=kw.pop("seed", 0), exclude_ids=users.eval_user_ids(ds), **kw)
+                               seed=kw.pop("seed", 0),
+                               exclude_histories=users.held_out_histories(ds), **kw)
 
 
 def history_lines(message: str) -> list[str]:
@@ -76,24 +78,53 @@ def test_a_title_cannot_break_out_of_the_data_block(ds):
   assert req.params()["messages"] == [{"role": "user", "content": message}]
 
 
-def test_examples_are_seeded_training_overlap_users_never_eval_or_self(ds):
+def test_examples_are_seeded_training_overlap_users_never_self(ds):
   b = builder(ds, num_examples=2)
-  ids = [e.user_id for e in b.examples]
-  assert len(ids) == 3 and "v0" not in ids and set(ids) <= {"o0", "o1", "o2", "o3"}
-  assert [e.user_id for e in builder(ds, num_examples=2).examples] == ids  # seeded
-  other_seeds = {tuple(e.user_id for e in builder(ds, num_examples=2, seed=s).examples)
+  rows = [e.row for e in b.examples]
+  ov_ids = ds.pool_user_ids["overlap"].tolist()
+  assert len(rows) == 3 and len(set(rows)) == 3 and set(rows) <= set(range(5))
+  assert [e.user_id for e in b.examples] == [ov_ids[r] for r in rows]
+  assert [e.row for e in builder(ds, num_examples=2).examples] == rows  # seeded
+  other_seeds = {tuple(e.row for e in builder(ds, num_examples=2, seed=s).examples)
                  for s in range(1, 8)}
   assert len(other_seeds) > 1
-  for uid in ids:
-    own = b._examples_for("overlap", uid)
-    assert len(own) == 2 and uid not in [e.user_id for e in own]
-    req = b.request("overlap", uid, [0])
-    ex = next(e for e in b.examples if e.user_id == uid)
+  for row in rows:
+    own = b._examples_for("overlap", row)
+    assert len(own) == 2 and row not in [e.row for e in own]
+    req = b.request("overlap", ov_ids[row], [0], row=row)
+    ex = next(e for e in b.examples if e.row == row)
     assert "\n".join(ex.target_titles) not in req.system  # its own target items never leak in
-  # A non-overlap user with the same id as an example still gets the first examples.
-  assert [e.user_id for e in b._examples_for("A_only", ids[0])] == ids[:2]
+  with pytest.raises(ValueError, match="needs its row"):
+    b.request("overlap", ov_ids[rows[0]], [0])
+  # A user of another pool with the same id as an example (ids are per pool) gets the first examples.
+  assert [e.row for e in b._examples_for("A_only", None)] == rows[:2]
   first = b.examples[0]
   assert "<target_purchases>\n" + "\n".join(first.target_titles) in b.request("A_only", "a0", [0]).system
+
+
+def test_example_guard_compares_histories_not_per_file_ids(tmp_path):
+  # As in the LLMCDSR release, uids are line indices per file: overlap user "1" and valid user "1" are
+  # different people, while overlap user "3" has exactly the history of test user "2" (the same person
+  # under another line index, whose target items would leak an eval label into every prompt).
+  raw = RawDataset(
+      items={"A": [(f"a{i}", t) for i, t in enumerate(TITLES_A)],
+             "B": [(f"b{i}", t) for i, t in enumerate(TITLES_B)]},
+      pools={"A_only": (["1"], {"A": [[0]]}), "B_only": (["1"], {"B": [[0]]}),
+             "overlap": (["1", "2", "3"], {"A": [[0, 1], [3], [4, 5]], "B": [[0], [1], [2, 3]]})},
+      eval={"A2B": {"valid": (["1"], [[6]], [2]), "test": (["2"], [[4, 5]], [1])},
+            "B2A": {"valid": (["3"], [[5]], [0]), "test": ([], [], [])}},
+  )
+  write_prepared(raw, tmp_path / "d", source="test", arguments={}, seed=0, num_negatives=3)
+  d = load_prepared(tmp_path / "d")
+  assert users.held_out_histories(d) == {("A", (6,)), ("A", (4, 5)), ("B", (5,))}
+  for seed in range(6):
+    b = prompts.PromptBuilder(d, "A2B", model="m", max_tokens=64, seed=seed,
+                              budget=prompts.Budget(num_examples=3),
+                              exclude_histories=users.held_out_histories(d))
+    assert sorted(e.user_id for e in b.examples) == ["1", "2"]  # never "3"; "1" is not valid user "1"
+  tasks = users.select_users(d, "A2B", "overlap")
+  assert [(t.pool, t.row, t.user_id) for t in tasks] == [("overlap", 0, "1"), ("overlap", 1, "2"),
+                                                        ("overlap", 2, "3")]
 
 
 def test_request_key_depends_on_model_version_and_prompt(ds):
