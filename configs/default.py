@@ -63,6 +63,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.model.item_bias_init = "zero"  # zero | log_popularity (over all target-domain training users)
   c.model.use_diffusion = True
   c.model.use_pseudo = True
+  c.model.use_clues = True  # False: no clue input at all (what method=dmcdr implies)
   c.model.use_alignment = True
   c.model.use_guesser = True
   c.model.use_moe = True

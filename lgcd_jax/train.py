@@ -34,7 +34,7 @@ from lgcd_jax.clues import source as clue_source
 from lgcd_jax.data import pipeline
 from lgcd_jax.data.prepared import PreparedDataset, direction_domains
 from lgcd_jax.evaluation import evaluator
-from lgcd_jax.model.lgcd import LGCD
+from lgcd_jax.model.lgcd import LGCD, uses_clues
 from lgcd_jax.text import encoders as text_encoders
 
 
@@ -48,8 +48,9 @@ class NonFiniteLossError(FloatingPointError):
 def method_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The LGCD switches each trained method implies (the ablation switches stay the user's for lgcd)."""
   c = ml_collections.ConfigDict(config.to_dict())
-  if config.method == "dmcdr":  # diffusion with linear / CFG conditioning and no pseudo data
+  if config.method == "dmcdr":  # diffusion with linear / CFG conditioning, no pseudo data, no clues
     c.model.use_pseudo = False
+    c.model.use_clues = False  # guided by the source behaviour only (DESIGN.md §2)
     if c.model.conditioning == "cross_attention":
       c.model.conditioning = "cfg"
   elif config.method == "emcdr":  # a one-shot mapping source user -> target user, overlap users only
@@ -123,7 +124,9 @@ def build(config, ds: PreparedDataset, workdir: Path | None = None, clues=None) 
   config = method_config(config)
   src, tgt = direction_domains(config.direction)
   titles = text_encoders.title_embeddings(config, ds, (src, tgt))
-  if clues is None:
+  if not uses_clues(config):
+    clues = None  # a model without clue input (DMCDR, EMCDR) is fed none, and its results say so
+  elif clues is None:
     clues = clue_source.load_or_make(config, ds, titles)
   src_init, tgt_init = id_init(config, ds)
   model = LGCD(config, ds.num_items(src), ds.num_items(tgt), titles[src], titles[tgt],

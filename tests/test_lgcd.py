@@ -299,3 +299,39 @@ def test_tiny_model_overfits_and_frozen_titles_stay_put():
   nnx.update(model, state[0])
   np.testing.assert_array_equal(model.tgt_table.title_embedding[...], titles_before)
   assert not np.allclose(model.tgt_table.title_proj.kernel[...], proj_before)
+
+
+def test_dmcdr_scores_do_not_depend_on_the_clue():
+  """DMCDR (DESIGN.md §2) is guided by the source behaviour only: no clue token, summary or pooled
+  clue may reach the denoiser, the gate or the guesser."""
+  from lgcd_jax import train
+  from lgcd_jax.model.lgcd import uses_clues
+  base = _config()
+  base.method = "dmcdr"
+  config = train.method_config(base)
+  assert not uses_clues(config) and config.model.conditioning == "cfg"
+  assert uses_clues(train.method_config(_config()))  # lgcd reads clues
+  graphdef, state = nnx.split(_model(config))
+
+  @jax.jit
+  def run(state, batch, rng):
+    m = nnx.merge(graphdef, state)
+    r_loss, r_sample = jax.random.split(rng)
+    loss, _ = m.loss(batch, r_loss, train=True)
+    cond = m.conditions(batch)
+    return loss, m.score(m.sample(batch, r_sample)), cond.clue_pooled, cond.sem_pooled
+
+  batch = _batch(config)
+  other = dict(batch)
+  rs = np.random.RandomState(7)
+  other["clue"] = rs.randint(1, NUM_TGT + 1, batch["clue"].shape).astype(np.int32)
+  other["clue_sim"] = rs.rand(*batch["clue_sim"].shape).astype(np.float32)
+  other["summary"] = rs.randn(*batch["summary"].shape).astype(np.float32)
+  other["has_summary"] = np.ones_like(batch["has_summary"])
+  rng = jax.random.key(3)
+  loss_a, scores_a, clue_a, sem_a = run(state, batch, rng)
+  loss_b, scores_b, clue_b, sem_b = run(state, other, rng)
+  assert not np.asarray(clue_a).any() and not np.asarray(clue_b).any()
+  np.testing.assert_array_equal(np.asarray(sem_a), np.asarray(sem_b))
+  np.testing.assert_array_equal(np.asarray(scores_a), np.asarray(scores_b))
+  assert float(loss_a) == float(loss_b)

@@ -45,6 +45,10 @@ Choices where the design leaves room (DESIGN.md §2):
 - The diffusion step t ~ U{0..T-1}; the denoiser is trained on x0 MSE (x0-parameterisation).
 - collab_only / semantic_only get no semantic (resp. collaborative) input at all: fully masked
   tokens and zero pooled vectors, also in the MoE gate and the guesser.
+- model.use_clues = False (DMCDR, DESIGN.md §2: guided by the source behaviour only) gets no clue
+  input at all: the clue and summary tokens are masked out and the pooled clue is zero, in the
+  denoiser, the MoE gate and the guesser; the source titles stay (they describe the source
+  behaviour, not a clue). `uses_clues(config)` says whether a config's model reads clues at all.
 - Sampling: DDIM (or DDPM) from the guess noised to T' = guess_start_step when use_guesser, else
   from pure noise at T; always on the real pathway. DDIM steps are capped at the chain length.
 
@@ -77,6 +81,12 @@ SAMPLERS = ("ddpm", "ddim")
 
 def _weighted_mean(values: jax.Array, row_weight: jax.Array, num_rows: jax.Array) -> jax.Array:
   return jnp.sum(values * row_weight) / num_rows
+
+
+def uses_clues(config: ml_collections.ConfigDict) -> bool:
+  """Whether the model of `config` (after `train.method_config`) reads any clue input."""
+  m = config.model
+  return bool(m.get("use_clues", True)) and m.conditioning != "collab_only"
 
 
 class LGCD(nnx.Module):
@@ -121,6 +131,7 @@ class LGCD(nnx.Module):
     self.use_alignment = bool(m.use_alignment)
     self.use_guesser = bool(m.use_guesser)
     self.use_moe = bool(m.use_moe)
+    self.use_clues = bool(m.get("use_clues", True))
     self.item_bias = bool(m.get("item_bias", False))
     self.guess_start_step = int(m.guess_start_step)
     self.sampler = str(m.sampler)
@@ -217,6 +228,8 @@ class LGCD(nnx.Module):
       title_mask = src_mask & self.src_table.has_titles  # No titles: nothing to attend to.
       title_tok = self.src_table.title(src) + types[0]
       clue_mask = clue > 0
+      if not self.use_clues:  # DMCDR: no clue input at all, whatever the batch holds
+        clue_mask = jnp.zeros_like(clue_mask)
       gate = jax.nn.sigmoid(self.clue_gate_scale[...] * batch["clue_sim"]
                             + self.clue_gate_bias[...])
       ranks = self.clue_rank(jnp.arange(clue.shape[1]))[None]
@@ -228,7 +241,7 @@ class LGCD(nnx.Module):
       clue_pooled = (jnp.sum(clue_emb * clue_w[..., None], axis=1)
                      / jnp.maximum(jnp.sum(clue_w, axis=1, keepdims=True), 1e-6))
       summary_tok = (self.summary_proj(batch["summary"]) + types[2])[:, None, :]
-      summary_mask = (batch["has_summary"] > 0)[:, None]
+      summary_mask = (batch["has_summary"] > 0)[:, None] & self.use_clues
       sem_mask = jnp.concatenate([title_mask, clue_mask, summary_mask], axis=1)
       sem_tokens = jnp.concatenate([title_tok, clue_tok, summary_tok], axis=1)
       sem_tokens = sem_tokens * sem_mask[..., None]
