@@ -1,0 +1,282 @@
+"""Runs a suite of the paper's tables, one `main.py` subprocess per run, resumably:
+
+  python -m lgcd_jax.experiments --suite=main --config=configs/food_kitchen.py --out=results/fk-main
+  python -m lgcd_jax.experiments --suite=ablation --config=configs/food_kitchen.py --out=DIR \
+      --directions=A2B --seeds=0,1,2 --config.train.steps=3000
+
+Suites (lgcd_jax/suites.py): main (every method), ablation (LGCD without each component),
+conditioning (the five conditioning modes), sensitivity (nK, T, lambda; reported on valid only).
+`--config.*` overrides apply to every run of the suite; a run's own overrides (method, direction, seed,
+the ablated switch, the swept value) come after them and win.
+
+Each run is `python main.py --config=CONFIG --config.x=... --workdir=DIR/<direction>/<variant>/seed<s>`
+in a subprocess, so that a crash or a JAX error in one run does not end the suite and its memory is
+freed; its output goes to `<workdir>/run.log`. DIR/index.json (rewritten atomically after every change)
+records the suite and each run's state:
+
+  {"suite", "config", "overrides": ["train.steps=3000", ...], "directions", "seeds",
+   "baseline_seeds", "base": {swept key: value}, "created", "updated",
+   "runs": [{"name", "workdir", "variant", "method", "direction", "seed", "overrides", "param",
+             "value", "state": pending|running|done|failed, "attempts", "rc", "error" (log tail),
+             "wall_s", "started", "finished", "log"}, ...]}
+
+Running the same command again resumes: a run whose workdir holds results.json is done and skipped;
+any other (pending, failed, or left running by a killed suite) is started again in the same workdir, so
+main.py resumes it from its latest checkpoint. The suite records a failed run and goes on, and exits
+with status 1 at the end if any run failed. A resume must use the same config and overrides (main.py
+refuses to resume a checkpoint under a different config).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from lgcd_jax import suites
+from lgcd_jax.data import atomic
+
+MAIN_PY = Path(__file__).resolve().parents[1] / "main.py"
+INDEX = "index.json"
+STATES = ("pending", "running", "done", "failed")
+ERROR_TAIL_LINES = 25
+
+
+def config_overrides(argv: Sequence[str]) -> list[str]:
+  """The `--config.key=value` (or `--config.key value`) arguments of `argv`, as "key=value"."""
+  out, i = [], 0
+  while i < len(argv):
+    arg = argv[i]
+    if arg.startswith("--config."):
+      if "=" in arg:
+        out.append(arg[len("--config."):])
+      elif i + 1 < len(argv):
+        out.append(f"{arg[len('--config.'):]}={argv[i + 1]}")
+        i += 1
+    i += 1
+  return out
+
+
+def command(spec: suites.RunSpec, config_path: str, overrides: Sequence[str], workdir: Path,
+            python: str = sys.executable) -> list[str]:
+  """main.py's command line for one run: the suite's overrides first, the run's own last (they win)."""
+  return [python, str(MAIN_PY), f"--config={config_path}",
+          *[f"--config.{o}" for o in (*overrides, *spec.overrides)], f"--workdir={workdir}"]
+
+
+def _now() -> float:
+  return round(time.time(), 3)
+
+
+class Index:
+  """DIR/index.json: the suite's header and one record per run, saved atomically on every change."""
+
+  def __init__(self, out: Path, header: dict):
+    self.out = out
+    self.path = out / INDEX
+    old = _read_json(self.path)
+    if old is not None:
+      for key in ("suite", "config", "overrides"):
+        if old.get(key) != header.get(key):
+          raise ValueError(
+              f"{self.path} was started with {key}={old.get(key)!r}, not {header.get(key)!r}: "
+              f"resume with the same --suite, --config and --config.* overrides, or use a new --out")
+    self.data = {**(old or {"created": _now()}), **header}
+    self.runs = {r["name"]: r for r in (old or {}).get("runs", [])}
+
+  def sync(self, specs: Sequence[suites.RunSpec]) -> list[dict]:
+    """Adds the records of new runs; an existing record keeps its state and history."""
+    records = []
+    for spec in specs:
+      rec = self.runs.setdefault(spec.name, {"state": "pending", "attempts": 0, "error": None,
+                                             "wall_s": None, "rc": None})
+      rec.update(spec.to_json())
+      rec["workdir"] = spec.name
+      rec["log"] = f"{spec.name}/run.log"
+      if (self.out / spec.name / "results.json").exists():
+        rec["state"] = "done"
+      elif rec["state"] == "done":  # results.json was removed: run it again
+        rec["state"] = "pending"
+      records.append(rec)
+    return records
+
+  def save(self) -> None:
+    self.data["updated"] = _now()
+    self.data["runs"] = list(self.runs.values())
+    atomic.atomic_write_json(self.path, self.data)
+
+
+def _read_json(path: Path):
+  import json
+  if not path.exists():
+    return None
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
+def _tail(path: Path, lines: int = ERROR_TAIL_LINES) -> str:
+  try:
+    with open(path, "rb") as f:
+      f.seek(0, os.SEEK_END)
+      f.seek(max(0, f.tell() - 16384))
+      text = f.read().decode("utf-8", "replace")
+  except OSError:
+    return ""
+  # tqdm's carriage returns: keep what a terminal would show last on each line.
+  shown = [line.rsplit("\r", 1)[-1] for line in text.splitlines()]
+  return "\n".join(shown[-lines:])
+
+
+def _duration(seconds: float) -> str:
+  seconds = int(seconds)
+  h, rem = divmod(seconds, 3600)
+  return f"{h}h{rem // 60:02d}m" if h else f"{rem // 60}m{rem % 60:02d}s"
+
+
+def run_suite(specs: Sequence[suites.RunSpec], out: str | Path, config_path: str,
+              overrides: Sequence[str], header: dict | None = None, *,
+              echo: Callable[[str], None] = print, python: str = sys.executable) -> dict:
+  """Runs every spec not yet done, in order; returns {"done": n, "failed": n, "skipped": n}."""
+  out = Path(out)
+  out.mkdir(parents=True, exist_ok=True)
+  index = Index(out, {**(header or {}), "config": config_path, "overrides": list(overrides)})
+  records = index.sync(specs)
+  index.save()
+  n = len(records)
+  counts = {"done": 0, "failed": 0, "skipped": 0}
+  suite_start = time.perf_counter()
+  run_times = []
+  for i, rec in enumerate(records, 1):
+    if rec["state"] == "done":
+      counts["skipped"] += 1
+      echo(f"[{i}/{n}] skip {rec['name']} (results.json present)")
+      continue
+    spec = specs[i - 1]
+    workdir = out / spec.name
+    workdir.mkdir(parents=True, exist_ok=True)
+    cmd = command(spec, config_path, overrides, workdir, python)
+    rec.update(state="running", started=_now(), finished=None, error=None, rc=None,
+               attempts=rec.get("attempts", 0) + 1)
+    index.save()
+    echo(f"[{i}/{n}] start {rec['name']} (attempt {rec['attempts']}, suite "
+         f"{_duration(time.perf_counter() - suite_start)} elapsed)")
+    start = time.perf_counter()
+    rc = _run_logged(cmd, workdir / "run.log", rec, index)
+    wall = time.perf_counter() - start
+    rec.update(wall_s=round(wall, 1), finished=_now(), rc=rc)
+    if rc == 0 and (workdir / "results.json").exists():
+      rec["state"] = "done"
+      counts["done"] += 1
+      run_times.append(wall)
+      left = sum(1 for r in records[i:] if r["state"] != "done")
+      eta = f", ~{_duration(left * sum(run_times) / len(run_times))} left" if left else ""
+      echo(f"[{i}/{n}] done {rec['name']} in {_duration(wall)} "
+           f"(suite {_duration(time.perf_counter() - suite_start)}{eta})")
+    else:
+      rec["state"] = "failed"
+      rec["error"] = _tail(workdir / "run.log") or f"exit status {rc}"
+      counts["failed"] += 1
+      last = rec["error"].strip().splitlines()[-1] if rec["error"].strip() else ""
+      echo(f"[{i}/{n}] FAILED {rec['name']} (exit {rc}) after {_duration(wall)}: {last}")
+    index.save()
+  failed = [r["name"] for r in records if r["state"] == "failed"]
+  echo(f"suite: {counts['done']} ran, {counts['skipped']} already done, {len(failed)} failed "
+       f"of {n} in {_duration(time.perf_counter() - suite_start)}"
+       + (f"; failed: {', '.join(failed)} (see their run.log)" if failed else ""))
+  return counts
+
+
+def _run_logged(cmd: list[str], log_path: Path, rec: dict, index: Index) -> int:
+  """Runs `cmd` with its stdout and stderr appended to `log_path`; an interrupt stops it cleanly."""
+  env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+  with open(log_path, "ab") as log:
+    log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} attempt {rec['attempts']}: "
+              f"{' '.join(cmd)}\n".encode())
+    log.flush()
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+      return proc.wait()
+    except BaseException:  # Ctrl-C or a kill of the suite: leave the run resumable
+      proc.terminate()
+      try:
+        proc.wait(timeout=60)
+      except subprocess.TimeoutExpired:
+        proc.kill()
+      rec.update(state="pending", error="interrupted", finished=_now())
+      index.save()
+      raise
+
+
+def list_runs(specs: Sequence[suites.RunSpec], out: Path, overrides: Sequence[str],
+              config_path: str, echo: Callable[[str], None] = print) -> None:
+  old = _read_json(out / INDEX) or {}
+  states = {r["name"]: r.get("state") for r in old.get("runs", [])}
+  for i, spec in enumerate(specs, 1):
+    state = "done" if (out / spec.name / "results.json").exists() else states.get(spec.name,
+                                                                                   "pending")
+    echo(f"[{i}/{len(specs)}] {spec.name:40s} {state:8s} "
+         f"{' '.join(f'--config.{o}' for o in (*overrides, *spec.overrides))}")
+  echo(f"{len(specs)} runs; config {config_path}; output {out}")
+
+
+# --- the command line -------------------------------------------------------------------------------
+
+def _define_flags():
+  """CLI flags, defined only when run as a program (importing the module defines none)."""
+  config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/food_kitchen.py.",
+                                  lock_config=True)
+  flags.DEFINE_enum("suite", None, list(suites.SUITES), "Which suite to run.")
+  flags.DEFINE_string("out", None, "The suite's directory: index.json and one workdir per run.")
+  flags.DEFINE_list("directions", ["A2B", "B2A"], "Directions to run.")
+  flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of the trained runs.")
+  flags.DEFINE_bool("dry_run", False, "List the runs and their states; run nothing.")
+  flags.DEFINE_list("only", [], "Run only these variants (e.g. popularity,mf or lgcd-no_moe); the "
+                    "others stay as they are.")
+  flags.DEFINE_list("nk_values", None, "Sensitivity: data.clue_len values (default 5,10,20,40).")
+  flags.DEFINE_list("t_values", None, "Sensitivity: model.diffusion_steps values "
+                    "(default 20,50,100,200).")
+  flags.DEFINE_list("lambda_values", None, "Sensitivity: train.alignment_weight values "
+                    "(default 0,0.01,0.1,1).")
+  flags.mark_flags_as_required(["config", "suite", "out"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  f = flags.FLAGS
+  for d in f.directions:
+    if d not in ("A2B", "B2A"):
+      raise app.UsageError(f"--directions: {d!r} is not A2B or B2A")
+  seeds = [int(s) for s in f.seeds]
+  sweeps = {k: [float(x) if k == "lambda" else int(x) for x in v]
+            for k, v in (("nK", f.nk_values), ("T", f.t_values), ("lambda", f.lambda_values)) if v}
+  config = f.config
+  specs = suites.plan(f.suite, f.directions, seeds, config, sweeps)
+  if f.only:
+    unknown = set(f.only) - {s.variant for s in specs}
+    if unknown:
+      raise app.UsageError(f"--only: no such variant in this suite: {sorted(unknown)}")
+    specs = [s for s in specs if s.variant in f.only]
+  config_path = flags.FLAGS["config"].config_filename
+  overrides = config_overrides(sys.argv[1:])
+  out = Path(f.out)
+  if f.dry_run:
+    list_runs(specs, out, overrides, config_path)
+    return
+  header = {"suite": f.suite, "directions": f.directions, "seeds": seeds,
+            "baseline_seeds": suites.BASELINE_SEEDS, "base": suites.base_values(config)}
+  counts = run_suite(specs, out, config_path, overrides, header)
+  if counts["failed"]:
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+  _define_flags()
+  app.run(main)

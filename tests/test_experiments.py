@@ -1,0 +1,97 @@
+"""The suite runner: the runs each suite makes, and a real tiny suite that fails, is killed and resumes."""
+
+import json
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def test_suites_make_the_papers_runs():
+  from configs import food_kitchen
+  from lgcd_jax import suites
+  config = food_kitchen.get_config()
+  main = suites.plan("main", ["A2B", "B2A"], [0, 1, 2], config)
+  # Baselines once per direction (seed 0), trained methods once per seed.
+  assert len(main) == 2 * (len(suites.BASELINES) + 3 * len(suites.TRAINED))
+  assert {s.variant for s in main} == set(suites.BASELINES + suites.TRAINED)
+  assert main[0].name == "A2B/popularity/seed0"
+  ablation = suites.plan("ablation", ["A2B"], [0], config)
+  no_moe = next(s for s in ablation if s.variant == "lgcd-no_moe")
+  assert no_moe.name == "A2B/lgcd-no_moe/seed0"
+  assert no_moe.overrides == ("method=lgcd", "direction=A2B", "seed=0", "model.use_moe=False")
+  assert len(suites.plan("conditioning", ["A2B"], [0, 1], config)) == 2 * 5
+  sens = suites.plan("sensitivity", ["A2B"], [0], config, {"T": [20, 100, 200]})
+  names = [s.variant for s in sens]
+  # A swept value equal to the config's own is the shared plain run, listed once.
+  assert names.count("lgcd") == 1 and "lgcd-T100" not in names and "lgcd-nK20" not in names
+  t20 = next(s for s in sens if s.variant == "lgcd-T20")
+  assert t20.param == "model.diffusion_steps" and t20.value == 20
+  assert "model.guess_start_step=20" in t20.overrides  # capped at T
+  t200 = next(s for s in sens if s.variant == "lgcd-T200")
+  assert f"model.guess_start_step={config.model.guess_start_step}" in t200.overrides
+  lam = next(s for s in sens if s.variant == "lgcd-lambda0.01")
+  assert "train.alignment_weight=0.01" in lam.overrides
+
+
+def test_dry_run_lists_runs_with_the_suites_overrides(tmp_path):
+  out = subprocess.run([sys.executable, "-m", "lgcd_jax.experiments", "--suite=ablation",
+                        "--config=configs/tiny.py", f"--out={tmp_path}", "--directions=B2A",
+                        "--seeds=3", "--dry_run", "--config.train.steps=7"],
+                       cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert out.returncode == 0, out.stderr
+  lines = out.stdout.splitlines()
+  assert "7 runs" in lines[-1]
+  no_guesser = next(line for line in lines if "B2A/lgcd-no_guesser/seed3" in line)
+  assert ("--config.train.steps=7 --config.method=lgcd --config.direction=B2A --config.seed=3 "
+          "--config.model.use_guesser=False") in no_guesser
+  assert not (tmp_path / "index.json").exists()  # a dry run writes nothing
+
+
+def test_a_suite_records_a_failure_goes_on_and_resumes(tmp_path, monkeypatch):
+  from lgcd_jax import experiments, suites
+  monkeypatch.chdir(REPO)  # the config path is relative to the repository, as on the command line
+  out = tmp_path / "suite"
+  pop = suites._spec("popularity", "popularity", "A2B", 0)
+  broken = suites._spec("broken", "no_such_method", "A2B", 0)
+  cooc = suites._spec("cooccurrence", "cooccurrence", "A2B", 0)
+  lines = []
+  counts = experiments.run_suite([broken, pop], out, "configs/tiny.py", ["train.steps=5"],
+                                 {"suite": "test"}, echo=lines.append)
+  assert counts == {"done": 1, "failed": 1, "skipped": 0}
+  index = json.loads((out / "index.json").read_text())
+  runs = {r["name"]: r for r in index["runs"]}
+  assert runs[broken.name]["state"] == "failed" and runs[broken.name]["rc"] != 0
+  assert "no_such_method" in runs[broken.name]["error"]  # the log's tail says why
+  assert runs[pop.name]["state"] == "done" and runs[pop.name]["wall_s"] > 0
+  assert runs[pop.name]["overrides"] == list(pop.overrides)
+  assert index["overrides"] == ["train.steps=5"]
+  log = (out / pop.name / "run.log").read_text()
+  assert "--config.train.steps=5 --config.method=popularity" in log
+  assert any(line.startswith("[1/2] FAILED A2B/broken/seed0") for line in lines)
+  assert any(line.startswith("[2/2] done A2B/popularity/seed0") for line in lines)
+
+  # A suite killed during co-occurrence: its record says running, its workdir has no results.json.
+  index["runs"].append({**cooc.to_json(), "workdir": cooc.name, "state": "running",
+                        "attempts": 1, "error": None, "wall_s": None, "rc": None})
+  (out / "index.json").write_text(json.dumps(index))
+  (out / cooc.name).mkdir(parents=True)
+  pop_mtime = (out / pop.name / "results.json").stat().st_mtime_ns
+  lines.clear()
+  counts = experiments.run_suite([pop, cooc], out, "configs/tiny.py", ["train.steps=5"],
+                                 {"suite": "test"}, echo=lines.append)
+  assert counts == {"done": 1, "failed": 0, "skipped": 1}
+  assert lines[0] == "[1/2] skip A2B/popularity/seed0 (results.json present)"
+  assert (out / pop.name / "results.json").stat().st_mtime_ns == pop_mtime
+  runs = {r["name"]: r for r in json.loads((out / "index.json").read_text())["runs"]}
+  assert runs[cooc.name]["state"] == "done" and runs[cooc.name]["attempts"] == 2
+  assert json.loads((out / cooc.name / "results.json").read_text())["method"] == "cooccurrence"
+  assert runs[broken.name]["state"] == "failed"  # runs outside this call's list are kept as they are
+
+  # Resuming with other overrides is refused (main.py would refuse the checkpoints anyway).
+  try:
+    experiments.run_suite([pop], out, "configs/tiny.py", ["train.steps=6"], {"suite": "test"},
+                          echo=lines.append)
+    raise AssertionError("a resume with other overrides should be refused")
+  except ValueError as e:
+    assert "overrides" in str(e)
