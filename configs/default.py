@@ -34,11 +34,13 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.clues.encoder = "hashing"  # hashing | minilm
   c.clues.encoder_path = ""  # a sentence-transformers folder for minilm
   c.clues.text_dim = 384
+  # The least share of valid and of test users a clue_dir must have a clue for (1.0: every one); the
+  # users without one would be evaluated with an empty clue. Runs log the counts per pool and split.
+  c.clues.min_eval_coverage = 1.0
   c.clues.domain_names = ""  # "A name|B name" for LLM prompts, e.g. "Grocery & Gourmet Food|Home & Kitchen"
 
   c.baselines = ml_collections.ConfigDict()
   c.baselines.mf_rank = 64
-  c.baselines.mf_iters = 4  # subspace iterations of the randomized SVD
   c.baselines.mf_item_power = 0.25  # fold-in scores x deg(item)^power; 0.25 chosen on Food-Kitchen valid
   c.baselines.cooc_normalize = False
 
