@@ -35,6 +35,10 @@ def make_results(method: str, direction: str, data: str, valid: dict, test: dict
       "valid": strip(valid),
       "test": strip(test),
       "n_users": {"valid": valid["n_users"], "test": test["n_users"]},
+      # Per source-history length bucket (evaluator.evaluate): {split: {bucket: {"n_users", ...}}}.
+      **({"by_source_length": {"valid": valid["by_source_length"],
+                               "test": test["by_source_length"]}}
+         if "by_source_length" in valid and "by_source_length" in test else {}),
       **extra,
   })
 

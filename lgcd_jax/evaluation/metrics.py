@@ -75,3 +75,30 @@ def nonfinite_rows(scores: jax.Array, weight: jax.Array, user: jax.Array
   bad = (weight > 0) & ~jnp.all(jnp.isfinite(scores), axis=-1)
   first = jnp.min(jnp.where(bad, user.astype(jnp.int32), jnp.iinfo(jnp.int32).max))
   return jnp.sum(bad.astype(jnp.int32)), first
+
+
+# Source-history length buckets (issue 12): lower bounds and names. A user's length is the number of
+# source items the model sees (the last data.maxlen of the history; every bucket is exact for
+# maxlen >= 8). "0-1" holds one-item histories, and the rare eval user with none (the raw Amazon path
+# can leave one without a source item; Food-Kitchen has none), so that "2-3" is exactly 2-3 items.
+SOURCE_LENGTH_EDGES = (0, 2, 4, 8)
+SOURCE_LENGTH_BUCKETS = ("0-1", "2-3", "4-7", "8+")
+
+
+def source_length_bucket(src: jax.Array) -> jax.Array:
+  """src [B, L] (items+1, 0 = padding) -> bucket index [B] into SOURCE_LENGTH_BUCKETS."""
+  length = jnp.sum(src > 0, axis=-1)
+  return jnp.sum(length[:, None] >= jnp.asarray(SOURCE_LENGTH_EDGES[1:]), axis=-1)
+
+
+@jax.jit
+def bucket_metric_sums(scores: jax.Array, label: jax.Array, negatives: jax.Array,
+                       weight: jax.Array, src: jax.Array) -> dict:
+  """Like `batch_metric_sums`, per source-length bucket: {"count": [nb], proto: {metric: [nb]}}."""
+  nb = len(SOURCE_LENGTH_BUCKETS)
+  member = jax.nn.one_hot(source_length_bucket(src), nb, dtype=jnp.float32) * weight[:, None]
+  out = {"count": jnp.sum(member, axis=0)}
+  for name, rank in (("full", full_ranks(scores, label)),
+                     ("sampled", sampled_ranks(scores, label, negatives))):
+    out[name] = {k: v @ member for k, v in metrics_from_ranks(rank).items()}
+  return out
