@@ -32,6 +32,7 @@ from absl import app, flags
 from flax import nnx
 
 from lgcd_jax import checkpoint as ckpt_lib
+from lgcd_jax import user_keys
 from lgcd_jax.data import pipeline
 from lgcd_jax.data.prepared import PreparedDataset, Ragged, direction_domains
 from lgcd_jax.train import SAMPLE_SEED_OFFSET, make_optimizer
@@ -161,6 +162,8 @@ class Recommender:
 
   def _topk_impl(self, graphdef, sampler, steps, state, batch, topk, rng):
     model = nnx.merge(graphdef, state)
+    # One key per user (fold_in of its noise_id): its output does not depend on its line or batch.
+    rng = user_keys.batch_keys(rng, batch)
     return jax.lax.top_k(model.score(model.sample(batch, rng, sampler, steps)), topk)
 
   def _batch(self, requests: list[dict]) -> tuple[dict, list[str]]:
@@ -168,6 +171,7 @@ class Recommender:
     b, maxlen, clue_len, text_dim = self.batch_size, c.data.maxlen, c.data.clue_len, c.clues.text_dim
     padded = requests + [requests[-1]] * (b - len(requests))  # padding rows repeat the last user
     src = np.stack([pipeline.pad_left(r["src"], maxlen) for r in padded])
+    noise_id = user_keys.noise_ids(r["user"] for r in padded)
     clue = np.zeros((b, clue_len), np.int32)
     clue_sim = np.zeros((b, clue_len), np.float32)
     summary = np.zeros((b, text_dim), np.float32)
@@ -194,7 +198,7 @@ class Recommender:
       if i < len(requests):
         sources.append("request" if r["clue"] is not None else self.bridge_source)
     batch = {"src": src, "clue": clue, "clue_sim": clue_sim, "summary": summary,
-             "has_summary": has_summary}
+             "has_summary": has_summary, "noise_id": noise_id}
     return batch, sources
 
   def recommend_batch(self, requests: list[dict], topk: int) -> list[dict]:

@@ -30,6 +30,7 @@ from tqdm import tqdm
 from lgcd_jax import checkpoint as ckpt_lib
 from lgcd_jax import results as results_lib
 from lgcd_jax import sharding
+from lgcd_jax import user_keys
 from lgcd_jax.clues import source as clue_source
 from lgcd_jax.data import pipeline
 from lgcd_jax.data.prepared import PreparedDataset, direction_domains
@@ -72,14 +73,41 @@ class Setup:
   mesh: jax.sharding.Mesh
 
 
-def make_optimizer(config) -> optax.GradientTransformation:
+def _is_target_encoder(path) -> bool:
+  return any(getattr(k, "key", getattr(k, "name", None)) == "tgt_encoder" for k in path)
+
+
+def learning_rate(config, schedule_steps: int | None = None) -> optax.Schedule:
+  """step -> learning rate: warm-up, cosine decay to lr/10 over `schedule_steps` (default: the run's
+  encoder_steps + steps), then constant at lr/10."""
   t = config.train
-  total = t.encoder_steps + t.steps
+  total = int(schedule_steps or (t.encoder_steps + t.steps))
   warmup = max(1, min(t.warmup_steps, total // 2))
-  schedule = optax.warmup_cosine_decay_schedule(0.0, t.lr, warmup, max(total, warmup + 1),
-                                                end_value=t.lr * 0.1)
-  return optax.chain(optax.clip_by_global_norm(t.grad_clip),
-                     optax.adamw(schedule, weight_decay=t.weight_decay))
+  return optax.warmup_cosine_decay_schedule(0.0, t.lr, warmup, max(total, warmup + 1),
+                                            end_value=t.lr * 0.1)
+
+
+def make_optimizer(config, schedule_steps: int | None = None) -> optax.GradientTransformation:
+  """Clipped AdamW, warm-up then cosine decay to lr/10 over `schedule_steps` steps (default: the
+  run's encoder_steps + steps; a resumed run passes the schedule length of the run it continues),
+  constant at lr/10 after it.
+
+  Stage 2 must not move the target encoder (its x0 is under stop_gradient, lgcd.py): AdamW's
+  momentum from stage 1 would keep moving it with a zero gradient. So its updates are masked to
+  zero (`optax.masked` over the optimizer's step count) from step encoder_steps on, unless
+  train.joint_encoder_weight > 0 trains it in stage 2 too.
+  """
+  t = config.train
+  schedule = learning_rate(config, schedule_steps)
+  parts = [optax.clip_by_global_norm(t.grad_clip),
+           optax.adamw(schedule, weight_decay=t.weight_decay)]
+  if float(t.get("joint_encoder_weight", 0.0)) <= 0:
+    encoder_steps = int(t.encoder_steps)
+    stage1_only = optax.scale_by_schedule(
+        lambda count: jnp.where(count < encoder_steps, 1.0, 0.0))
+    parts.append(optax.masked(stage1_only, lambda params: jax.tree_util.tree_map_with_path(
+        lambda path, _: _is_target_encoder(path), params)))
+  return optax.chain(*parts)
 
 
 def id_init(config, ds: PreparedDataset) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -173,7 +201,8 @@ def joint_step(graphdef, state, batch, batch_src, batch_tgt, rng):
 def score_step(graphdef, state, batch, sampler, steps, rng):
   """Conditions -> guess -> reverse chain -> scores over every target item: one compiled function."""
   model, _ = nnx.merge(graphdef, state)
-  return model.score(model.sample(batch, rng, sampler, steps))
+  # One key per user (the batch's noise_id column): a user's scores do not depend on its row.
+  return model.score(model.sample(batch, user_keys.batch_keys(rng, batch), sampler, steps))
 
 
 # --- evaluation -------------------------------------------------------------------------------------

@@ -54,6 +54,7 @@ from typing import Sequence
 import grain
 import numpy as np
 
+from lgcd_jax import user_keys
 from lgcd_jax.data.clues import ClueSet
 from lgcd_jax.data.prepared import DOMAINS, PreparedDataset, Ragged, direction_domains
 
@@ -431,6 +432,8 @@ def eval_batches(ds: PreparedDataset, direction: str, split: str, clues: ClueSet
   src = pad_ragged_left(users.source, maxlen)
   label = np.asarray(users.label, np.int32)
   negatives = np.asarray(users.negatives, np.int32)
+  # Each user's sampling noise comes from its own key (lgcd_jax.user_keys), not from its row.
+  noise_id = user_keys.noise_ids(str(u) for u in users.user_ids)
   num_batches = -(-n // batch_size)
 
   def batch(b: int) -> dict[str, np.ndarray]:
@@ -447,6 +450,7 @@ def eval_batches(ds: PreparedDataset, direction: str, split: str, clues: ClueSet
         "negatives": negatives[rows],
         "weight": real.astype(np.float32),
         "user": np.where(real, rows, -1).astype(np.int32),
+        "noise_id": noise_id[rows],
     }
 
   return grain.MapDataset.range(num_batches).map(batch)

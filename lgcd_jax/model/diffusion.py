@@ -18,6 +18,9 @@ Randomness: both samplers split `rng` as `start_rng, loop_rng = jax.random.split
 at `reverse_start(schedule, start_rng, ...)` and draw the noise of the i-th reverse step from the i-th
 key of `jax.random.split(loop_rng, n)`. Because they draw noise the same way,
 `ddim_sample(eta=1, num_steps=T)` reproduces `ddpm_sample` draw for draw (see `ddim_sample`).
+The samplers also take a [B] array of keys, one per row (e.g. one per user, `lgcd_jax.user_keys`):
+then row b's noise is drawn from its own key only, so a row's sample does not depend on its position
+in the batch, on the batch size or on the other rows.
 """
 
 from __future__ import annotations
@@ -55,6 +58,22 @@ class Schedule:
   def num_steps(self) -> int:
     """T, the number of diffusion steps (static: read from the array shape)."""
     return self.betas.shape[0]
+
+
+def _split(rng: jax.Array, n: int) -> jax.Array:
+  """n keys from one key ([n]), or n keys per row from [B] row keys ([n, B]: index i is step i's)."""
+  if rng.ndim == 0:
+    return jax.random.split(rng, n)
+  return jax.vmap(lambda k: jax.random.split(k, n))(rng).T
+
+
+def _normal(rng: jax.Array, shape: tuple[int, ...], dtype) -> jax.Array:
+  """N(0, I) of `shape`; with [B] row keys, row b is drawn from key b alone."""
+  if rng.ndim == 0:
+    return jax.random.normal(rng, shape, dtype=dtype)
+  if rng.shape != tuple(shape[:1]):
+    raise ValueError(f"{rng.shape[0]} row keys for a batch of shape {tuple(shape)}")
+  return jax.vmap(lambda k: jax.random.normal(k, tuple(shape[1:]), dtype=dtype))(rng)
 
 
 def _betas(kind: str, num_steps: int, beta_start: float, beta_end: float) -> np.ndarray:
@@ -192,10 +211,10 @@ def reverse_start(schedule: Schedule, rng: jax.Array, *, shape: tuple[int, ...] 
   if x_start is None:
     if shape is None:
       raise ValueError("give shape or x_start")
-    return jax.random.normal(rng, tuple(shape), dtype=dtype)
+    return _normal(rng, tuple(shape), dtype)
   if shape is not None and tuple(shape) != tuple(x_start.shape):
     raise ValueError(f"shape {tuple(shape)} disagrees with x_start.shape {tuple(x_start.shape)}")
-  noise = jax.random.normal(rng, x_start.shape, dtype=x_start.dtype)
+  noise = _normal(rng, x_start.shape, x_start.dtype)
   return q_sample(schedule, x_start, jnp.asarray(start_step - 1, jnp.int32), noise)
 
 
@@ -219,7 +238,7 @@ def ddpm_sample(denoise_fn: DenoiseFn, schedule: Schedule, rng: jax.Array, *,
   Args:
     denoise_fn: (x_t [B, ...], t int32 [B]) -> predicted x0, same shape as x_t.
     schedule: from `make_schedule`.
-    rng: PRNG key for the start and the per-step noise.
+    rng: PRNG key for the start and the per-step noise, or [B] keys, one per row.
     shape: shape of the sample when starting from pure noise (static).
     x_start: the guess to start from (with start_step); fixes shape and dtype.
     start_step: T' (static Python int, 1 <= T' <= T); T' < T requires x_start.
@@ -227,11 +246,11 @@ def ddpm_sample(denoise_fn: DenoiseFn, schedule: Schedule, rng: jax.Array, *,
     dtype: dtype of a pure-noise start.
   """
   start_step = _resolve_start_step(schedule, start_step, x_start)
-  start_rng, loop_rng = jax.random.split(rng)
+  start_rng, loop_rng = _split(rng, 2)
   x = reverse_start(schedule, start_rng, shape=shape, x_start=x_start, start_step=start_step,
                     dtype=dtype)
   steps = jnp.arange(start_step - 1, -1, -1, dtype=jnp.int32)
-  keys = jax.random.split(loop_rng, start_step)
+  keys = _split(loop_rng, start_step)
 
   def step(x_t, inputs):
     t, key = inputs
@@ -239,7 +258,7 @@ def ddpm_sample(denoise_fn: DenoiseFn, schedule: Schedule, rng: jax.Array, *,
     mean, variance, _ = q_posterior_mean_variance(schedule, x0_hat, x_t, t)
     if deterministic:
       return mean, None
-    noise = jax.random.normal(key, x_t.shape, dtype=x_t.dtype)
+    noise = _normal(key, x_t.shape, x_t.dtype)
     return mean + jnp.sqrt(variance) * noise, None
 
   x, _ = jax.lax.scan(step, x, (steps, keys))
@@ -276,7 +295,7 @@ def ddim_sample(denoise_fn: DenoiseFn, schedule: Schedule, rng: jax.Array, *, nu
   Args:
     denoise_fn: (x_t [B, ...], t int32 [B]) -> predicted x0.
     schedule: from `make_schedule`.
-    rng: PRNG key.
+    rng: PRNG key, or [B] keys, one per row.
     num_steps: S, static Python int, 1 <= S <= T'.
     shape, x_start, start_step, dtype: as in `ddpm_sample`.
     eta: stochasticity; may be traced.
@@ -286,12 +305,12 @@ def ddim_sample(denoise_fn: DenoiseFn, schedule: Schedule, rng: jax.Array, *, nu
     raise TypeError(f"num_steps must be a static Python int, got {type(num_steps).__name__}; "
                     "mark it static under jax.jit")
   taus = ddim_timesteps(start_step, int(num_steps))[::-1].copy()  # Descending: T'-1 first.
-  start_rng, loop_rng = jax.random.split(rng)
+  start_rng, loop_rng = _split(rng, 2)
   x = reverse_start(schedule, start_rng, shape=shape, x_start=x_start, start_step=start_step,
                     dtype=dtype)
   abar = schedule.alphas_cumprod[taus]
   abar_prev = jnp.concatenate([abar[1:], jnp.ones((1,), abar.dtype)])
-  keys = jax.random.split(loop_rng, len(taus))
+  keys = _split(loop_rng, len(taus))
 
   def step(x_t, inputs):
     t, a, a_prev, key = inputs
@@ -301,7 +320,7 @@ def ddim_sample(denoise_fn: DenoiseFn, schedule: Schedule, rng: jax.Array, *, nu
     sigma = (jnp.asarray(eta, x_t.dtype) * jnp.sqrt((1 - a_prev) / (1 - a))
              * jnp.sqrt(jnp.maximum(1 - a / a_prev, 0)))
     direction = jnp.sqrt(jnp.maximum(1 - a_prev - sigma**2, 0)) * eps_hat
-    noise = jax.random.normal(key, x_t.shape, dtype=x_t.dtype)
+    noise = _normal(key, x_t.shape, x_t.dtype)
     return jnp.sqrt(a_prev) * x0_hat + direction + sigma * noise, None
 
   x, _ = jax.lax.scan(step, x, (jnp.asarray(taus), abar, abar_prev, keys))
