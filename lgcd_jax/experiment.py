@@ -54,7 +54,11 @@ def run(config, workdir: str | Path) -> dict:
               for split in SPLITS}
     for split in SPLITS:
       log.write("eval", split=split, **{k: scores[split][k] for k in ("sampled", "full")})
-    extra = {"clue_source": model.source} if config.method == "llm_only" else {}
+    extra = {}
+    if config.method == "llm_only":
+      from lgcd_jax.clues import source as clue_source
+      extra = {"clue_source": model.source,
+               "clue_coverage": clue_source.coverage(clues, ds, config.direction)}
     res = results_lib.make_results(config.method, config.direction, data, scores["valid"],
                                    scores["test"], config=config.to_dict(), **extra)
   else:

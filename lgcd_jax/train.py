@@ -285,8 +285,10 @@ def train_and_evaluate(config, workdir: Path, ds: PreparedDataset, data: str,
   base_key = jax.random.key(c.seed)
   put = lambda b: sharding.put_batch(setup.mesh, b)
   static_meta = _static_meta(setup)
+  clue_coverage = clue_source.coverage(setup.clues, ds, c.direction)  # users with a clue, per pool
   log.write("start", step=step, total_steps=total, devices=jax.device_count(),
             processes=jax.process_count(), clue_source=getattr(setup.clues, "source", None),
+            clue_coverage=clue_coverage,
             pools={"real": len(pools.real), "pseudo": len(pools.pseudo) if use_pseudo else 0})
 
   bar = tqdm(total=total, initial=step, desc=f"{c.method} {c.direction}", unit="step",
@@ -362,5 +364,6 @@ def train_and_evaluate(config, workdir: Path, ds: PreparedDataset, data: str,
   ckpt.close()
   return results_lib.make_results(
       c.method, c.direction, data, scores["valid"], scores["test"],
-      clue_source=getattr(setup.clues, "source", None), best_step=best["step"], steps_run=step,
+      clue_source=getattr(setup.clues, "source", None), clue_coverage=clue_coverage,
+      best_step=best["step"], steps_run=step,
       sampling_users_per_s=scores["test"]["users_per_s"], config=c.to_dict())
