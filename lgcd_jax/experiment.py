@@ -27,11 +27,17 @@ def make_baseline(config, ds):
   """(model, clues its eval batches need or None)."""
   from lgcd_jax.baselines import cooccurrence, llm_only, mf, popularity
   if config.method == "llm_only":
-    clues = None
+    clues = titles = None
     if config.clues.clue_dir:
       from lgcd_jax.clues import source
       clues = source.load_or_make(config, ds)
-    return llm_only.LLMOnly(ds, config.direction, config, clues), clues
+    elif config.clues.bridge_mode == "text" or float(config.clues.text_weight) != 0.0:
+      # The bridge ranks with title embeddings: the same ones a trained run's bridge clues use.
+      from lgcd_jax.data.prepared import direction_domains
+      from lgcd_jax.text import encoders as text_encoders
+      titles = text_encoders.title_embeddings(config, ds, direction_domains(config.direction))
+    return llm_only.LLMOnly(ds, config.direction, config, clues, titles), clues
+
   cls = {"popularity": popularity.Popularity, "cooccurrence": cooccurrence.Cooccurrence,
          "mf": mf.JointMF}[config.method]
   return cls(ds, config.direction, config), None

@@ -6,8 +6,12 @@
 Input lines: {"user": ID, "source_items": [...], "clue": {...} (optional)}. Source items are original ids
 (ASINs, strings) or prepared indices (integers). A clue, as the LLM pipeline writes it per user, is
 {"items": [target ids or indices, most likely first], "sims": [...], "summary_emb": [...] (optional)};
-without one the offline neighbour bridge clue is computed on the fly from the overlap users stored in the
-checkpoint, and each output line says which clue source served it.
+without one the bridge clue is computed at serving, with the training run's bridge (clues.bridge_mode,
+bridge_k, text_weight; the overlap users and title embeddings stored in the checkpoint), exactly as the
+training run's bridge clues were made. Each output line's "clue_source" says what made its clue:
+"request" (the line's own clue), "serving:bridge:<mode>" (computed here), or "none" (the model takes no
+clue input: DMCDR, EMCDR). A model trained on LLM clues still gets bridge clues for lines without one, so
+a warning says so once. A line needing a bridge clue that this checkpoint cannot rebuild is an error line.
 Output lines, one per input line in input order: {"user", "items": [original ids], "scores": [...],
 "clue_source"}, or {"user" (if known), "line": N, "error": "<why>"} for a line that cannot be served.
 
@@ -94,23 +98,72 @@ class Recommender:
   # --- clues --------------------------------------------------------------------------------------
 
   @property
+  def trained_clue_source(self) -> str | None:
+    """Where the training run's clues came from ("bridge:neighbours", "anthropic:<model>", ...)."""
+    return self.meta.get("clue_source")
+
+  @property
+  def takes_clues(self) -> bool:
+    """Whether the model reads clue input at all (DMCDR and EMCDR do not)."""
+    from lgcd_jax.model.lgcd import uses_clues
+    return uses_clues(self.config)
+
+  @property
+  def bridge_mode(self) -> str:
+    return str(self.config.clues.get("bridge_mode", "neighbours"))
+
+  @property
   def bridge_source(self) -> str:
-    return self.meta.get("clue_source") or "bridge:neighbours"
+    """The label of a clue computed at serving: "serving:bridge:<mode>"."""
+    return f"serving:bridge:{self.bridge_mode}"
+
+  def _make_bridge(self):
+    """The training run's bridge, rebuilt from the checkpoint (or LineError saying why it cannot)."""
+    import logging
+    from lgcd_jax.clues import bridge
+    c = self.config
+    mode, text_weight = self.bridge_mode, float(c.clues.get("text_weight", 0.0))
+    what = f"the training run's bridge (clues.bridge_mode={mode!r}, text_weight={text_weight:g})"
+    src_dom, tgt_dom = direction_domains(c.direction)
+    data = self.meta.get("bridge")
+    if mode == "neighbours" and not data:
+      raise LineError(f"{what} needs the training overlap users, and this checkpoint stores none; "
+                      "give the line a clue")
+    pools = ({"overlap": {src_dom: Ragged.from_lists(data["source"]),
+                          tgt_dom: Ragged.from_lists(data["target"])}} if data else {})
+    ds = PreparedDataset(None, {}, {src_dom: self.src_ids, tgt_dom: self.tgt_ids}, {}, {}, pools, {})
+    # The frozen title embeddings in the checkpoint are the ones the training run's bridge used.
+    model = nnx.merge(self.graphdef, self.state)
+    titles = lambda table: (np.asarray(jax.device_get(table.title_embedding[...]))[1:]
+                            if table.has_titles else None)
+    try:
+      made = bridge.make_bridge(ds, c.direction, mode=mode, k=int(c.clues.bridge_k),
+                                text_weight=text_weight, src_title_emb=titles(model.src_table),
+                                tgt_title_emb=titles(model.tgt_table))
+    except ValueError as e:
+      raise LineError(f"{what} cannot be rebuilt from this checkpoint ({e}); give the line a clue"
+                      ) from None
+    trained = self.trained_clue_source
+    if trained != f"bridge:{mode}":
+      logging.warning("the model was trained with clues from %s; lines without a clue get %s "
+                      "clues computed at serving (labelled %s)", trained or "nowhere",
+                      f"bridge:{mode}", self.bridge_source)
+    return made
+
+  def _ensure_bridge(self):
+    """The serving bridge, built on first use; LineError (for every line needing it) if it cannot be."""
+    if self._bridge is None:
+      try:
+        self._bridge = self._make_bridge()
+      except LineError as e:
+        self._bridge = e  # every later line gets the same answer without retrying
+    if isinstance(self._bridge, LineError):
+      raise LineError(str(self._bridge))
+    return self._bridge
 
   def _bridge_top(self, src: np.ndarray, clue_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """The neighbour bridge's top `clue_len` (scores, items) for users shown only `src`."""
-    if self._bridge is None:
-      from lgcd_jax.clues import bridge
-      data = self.meta.get("bridge")
-      if not data:
-        raise LineError("this checkpoint stores no overlap users for the bridge; give a clue")
-      c = self.config
-      src_dom, tgt_dom = direction_domains(c.direction)
-      pools = {"overlap": {src_dom: Ragged.from_lists(data["source"]),
-                           tgt_dom: Ragged.from_lists(data["target"])}}
-      ds = PreparedDataset(None, {}, {src_dom: self.src_ids, tgt_dom: self.tgt_ids}, {}, {},
-                           pools, {})
-      self._bridge = bridge.NeighbourBridge(ds, c.direction, k=c.clues.bridge_k)
+    """The training run's bridge's top `clue_len` (scores, items) for users shown only `src`."""
+    self._ensure_bridge()
     exclude = -np.ones(src.shape[0], np.int32)  # a served user is not a training overlap user
     values, items = jax.device_get(self._bridge.top(src, exclude, clue_len))
     return np.asarray(values), np.asarray(items)
@@ -156,6 +209,8 @@ class Recommender:
             or not all(isinstance(s, (int, float)) and np.isfinite(s) for s in summary)):
           raise LineError(f'"clue.summary_emb" must be {self.config.clues.text_dim} finite numbers')
       clue = (c_items, [float(s) for s in sims], summary)
+    elif self.takes_clues:
+      self._ensure_bridge()  # a line this checkpoint cannot make a clue for is an error line
     return {"user": record["user"], "src": src, "clue": clue}
 
   # --- serving ------------------------------------------------------------------------------------
@@ -177,11 +232,15 @@ class Recommender:
     summary = np.zeros((b, text_dim), np.float32)
     has_summary = np.zeros((b,), np.float32)
     sources = []
-    need_bridge = [i for i, r in enumerate(padded) if r["clue"] is None]
+    takes_clues = self.takes_clues
+    need_bridge = [i for i, r in enumerate(padded) if r["clue"] is None] if takes_clues else []
     if need_bridge:
       from lgcd_jax.clues.bridge import relative_sims
-      values, items = self._bridge_top(src[need_bridge], min(clue_len, len(self.tgt_ids)))
-      keep, sims = relative_sims(values)  # the same rule as the clues the model was trained with
+      # The whole fixed-shape batch goes to the bridge (one compilation); only the rows needing it
+      # are read.
+      values, items = self._bridge_top(src, min(clue_len, len(self.tgt_ids)))
+      keep, sims = relative_sims(values[need_bridge])  # the training run's bridge clue rule
+      items = items[need_bridge]
       for row, i in enumerate(need_bridge):
         n = int(keep[row].sum())
         clue[i, :n] = items[row][keep[row]] + 1
@@ -196,7 +255,8 @@ class Recommender:
           summary[i] = summ
           has_summary[i] = 1.0
       if i < len(requests):
-        sources.append("request" if r["clue"] is not None else self.bridge_source)
+        sources.append("none" if not takes_clues
+                       else "request" if r["clue"] is not None else self.bridge_source)
     batch = {"src": src, "clue": clue, "clue_sim": clue_sim, "summary": summary,
              "has_summary": has_summary, "noise_id": noise_id}
     return batch, sources

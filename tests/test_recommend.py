@@ -48,7 +48,7 @@ def test_served_topk_equals_the_evaluation_path(trained):
   out = list(rec.serve_lines(_valid_lines(ds, config), topk=5))
   assert len(out) == len(expected)
   assert [o["items"] for o in out] == expected
-  assert all(o["clue_source"].startswith("bridge") for o in out)
+  assert all(o["clue_source"] == "serving:bridge:neighbours" for o in out)
   assert all(o["scores"] == sorted(o["scores"], reverse=True) for o in out)
 
 

@@ -2,8 +2,9 @@
 
 With clue shards from an LLM (config.clues.clue_dir), a user's score for item i is the similarity of the
 clue item i mapped to (plus a small bonus for the LLM's rank, so that its order breaks ties); items the
-clue does not name tie at zero. Without shards, the offline bridge stands in for the LLM, and ranking by
-its full neighbour votes is the user-neighbour baseline (DESIGN.md §1).
+clue does not name tie at zero. Without shards, the offline bridge stands in for the LLM, built with the
+config's clues.bridge_mode, bridge_k and text_weight (as the bridge clues of a trained run are), and
+ranking by its full scores is, in mode "neighbours", the user-neighbour baseline (DESIGN.md §1).
 """
 
 from __future__ import annotations
@@ -37,10 +38,12 @@ class LLMOnly:
     if clues is None:
       from lgcd_jax.clues import bridge
       src, _ = direction_domains(direction)
-      self.bridge = bridge.NeighbourBridge(ds, direction, k=config.clues.bridge_k,
-                                           text_weight=config.clues.text_weight,
-                                           src_title_emb=(titles or {}).get(src))
-      self.source = "bridge:neighbours"
+      mode = config.clues.bridge_mode
+      self.bridge = bridge.make_bridge(ds, direction, mode=mode, k=config.clues.bridge_k,
+                                       text_weight=config.clues.text_weight,
+                                       src_title_emb=(titles or {}).get(src),
+                                       tgt_title_emb=(titles or {}).get(tgt))
+      self.source = f"bridge:{mode}"
     self._clue_scores = jax.jit(clue_scores, static_argnums=2)
 
   def score(self, batch):

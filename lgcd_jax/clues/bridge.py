@@ -158,6 +158,48 @@ class NeighbourBridge:
     return self._top(int(clue_len), *self._args(src_items_plus_one, exclude_overlap_rows))
 
 
+class TextBridge:
+  """Mode "text": cosine of the user's mean source-title embedding with each target title."""
+
+  def __init__(self, ds: PreparedDataset, direction: str, *, src_title_emb: np.ndarray | None,
+               tgt_title_emb: np.ndarray | None):
+    if src_title_emb is None or tgt_title_emb is None:
+      raise ValueError("mode 'text' needs src_title_emb and tgt_title_emb")
+    src, tgt = direction_domains(direction)
+    self.s_emb = jnp.asarray(src_title_emb, jnp.float32)
+    self.t_emb = jnp.asarray(tgt_title_emb, jnp.float32)
+    if self.s_emb.shape[0] != ds.num_items(src) or self.t_emb.shape[0] != ds.num_items(tgt) or (
+        self.s_emb.shape[1] != self.t_emb.shape[1]):
+      raise ValueError(f"title embeddings of shapes {self.s_emb.shape} / {self.t_emb.shape} do not "
+                       f"match the catalogues ({ds.num_items(src)} / {ds.num_items(tgt)} items)")
+    self._top = jax.jit(lambda clue_len, src, e_s, e_t: jax.lax.top_k(_text_scores(src, e_s, e_t),
+                                                                       clue_len),
+                        static_argnums=(0,))
+
+  def scores(self, src_items_plus_one: np.ndarray, exclude_overlap_rows=None) -> jax.Array:
+    """[B, num_target_items] text scores (no neighbours, so nothing to exclude)."""
+    del exclude_overlap_rows
+    return _text_scores(jnp.asarray(src_items_plus_one, jnp.int32), self.s_emb, self.t_emb)
+
+  def top(self, src_items_plus_one: np.ndarray, exclude_overlap_rows, clue_len: int
+          ) -> tuple[jax.Array, jax.Array]:
+    del exclude_overlap_rows  # text scores use no neighbours, so nothing can leak
+    return self._top(int(clue_len), jnp.asarray(src_items_plus_one, jnp.int32), self.s_emb,
+                     self.t_emb)
+
+
+def make_bridge(ds: PreparedDataset, direction: str, *, mode: str = "neighbours", k: int = 50,
+                text_weight: float = 0.0, src_title_emb: np.ndarray | None = None,
+                tgt_title_emb: np.ndarray | None = None):
+  """The bridge of `mode` with these parameters (`scores` / `top`): one place for clue building, the
+  LLM-only baseline and serving, so that all three use what the run's config says."""
+  if mode not in MODES:
+    raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+  if mode == "neighbours":
+    return NeighbourBridge(ds, direction, k=k, text_weight=text_weight, src_title_emb=src_title_emb)
+  return TextBridge(ds, direction, src_title_emb=src_title_emb, tgt_title_emb=tgt_title_emb)
+
+
 def _pool_users(ds: PreparedDataset, direction: str, pool: str):
   """(clue pool name, user ids, source sequences, exclude rows) of one bridge pool name."""
   src, _ = direction_domains(direction)
@@ -205,25 +247,11 @@ def make_bridge_clues(ds: PreparedDataset, direction: str, *, mode: str = "neigh
                      f"{text_dim}")
   start = time.perf_counter()
 
-  if mode == "neighbours":
-    bridge = NeighbourBridge(ds, direction, k=k, text_weight=text_weight, src_title_emb=src_title_emb)
+  bridge = make_bridge(ds, direction, mode=mode, k=k, text_weight=text_weight,
+                       src_title_emb=src_title_emb, tgt_title_emb=tgt_title_emb)
 
-    def top(src, exclude):
-      return bridge.top(src, exclude, clue_len)
-  else:
-    if src_title_emb is None or tgt_title_emb is None:
-      raise ValueError("mode 'text' needs src_title_emb and tgt_title_emb")
-    s_emb = jnp.asarray(src_title_emb, jnp.float32)
-    t_emb = jnp.asarray(tgt_title_emb, jnp.float32)
-    if s_emb.shape[0] != ds.num_items(src_dom) or t_emb.shape[0] != num_tgt or (
-        s_emb.shape[1] != t_emb.shape[1]):
-      raise ValueError(f"title embeddings of shapes {s_emb.shape} / {t_emb.shape} do not match the "
-                       f"catalogues ({ds.num_items(src_dom)} / {num_tgt} items)")
-    text_top = jax.jit(lambda src, e_s, e_t: jax.lax.top_k(_text_scores(src, e_s, e_t), clue_len))
-
-    def top(src, exclude):
-      del exclude  # text scores use no neighbours, so nothing can leak
-      return text_top(jnp.asarray(src, jnp.int32), s_emb, t_emb)
+  def top(src, exclude):
+    return bridge.top(src, exclude, clue_len)
 
   ids_out, pools_out, items_out, sims_out = [], [], [], []
   stats = {} if stats is None else stats
