@@ -267,6 +267,14 @@ def _bars(ax, names, stats, reference=None, reference_label="reference"):
   ax.set_xticks(x, names, rotation=35, ha="right", fontsize=8)
 
 
+def _legend_or_note(ax, **kwargs):
+  """A legend, or "no finished run" on a panel with nothing to show."""
+  if ax.get_legend_handles_labels()[0]:
+    ax.legend(**kwargs)
+  else:
+    ax.text(0.5, 0.5, "no finished run", transform=ax.transAxes, ha="center", va="center")
+
+
 def plot_all(agg: dict, out: Path) -> dict[str, str]:
   """Writes the PNGs; returns {plot name: path relative to `out`}."""
   plt = _pyplot()
@@ -320,7 +328,7 @@ def plot_all(agg: dict, out: Path) -> dict[str, str]:
         ax.minorticks_off()
       ax.set_title(f"{SWEEP_LABELS[key]} ({key}): valid sampled HR@5")
       ax.set_xlabel(key)
-      ax.legend(fontsize=8)
+      _legend_or_note(ax, fontsize=8)
     save(fig, "sensitivity")
 
   fig, axes = panels(len(dirs))
@@ -337,27 +345,32 @@ def plot_all(agg: dict, out: Path) -> dict[str, str]:
     ax.set_title(f"{d}: valid sampled HR@5 over training steps (mean over seeds)")
     ax.set_xlabel("step")
     ax.set_ylabel("valid sampled HR@5")
-    ax.legend(fontsize=7)
+    _legend_or_note(ax, fontsize=7)
   save(fig, "validation_curves")
 
   fig, axes = panels(len(dirs))
   for ax, d in zip(axes, dirs):
     table = agg["directions"][d]["table"]
-    names = list(table)
-    width = 0.8 / max(len(names), 1)
-    buckets = [b for b in BUCKETS if any(table[v][f"{split}/by_source_length"][b]["n_users"]
-                                         for v in names)]
+    buckets = [b for b in BUCKETS if any(row[f"{split}/by_source_length"][b]["n_users"]
+                                         for row in table.values())]
+    names = [v for v, row in table.items()  # variants with a finished run only
+             if any(row[f"{split}/by_source_length"][b]["HR@5"] for b in buckets)]
+    ax.set_title(f"{d}: {split} sampled HR@5 by source-history length")
+    if not names:
+      _legend_or_note(ax)
+      continue
+    width = 0.8 / len(names)
     x = np.arange(len(buckets))
     for i, v in enumerate(names):
       stats = [table[v][f"{split}/by_source_length"][b]["HR@5"] for b in buckets]
+      spread = [(s["std"] or 0) if s else 0 for s in stats]
       ax.bar(x + (i - (len(names) - 1) / 2) * width, [s["mean"] if s else 0 for s in stats], width,
-             yerr=[(s["std"] or 0) if s else 0 for s in stats], capsize=2, label=v)
+             yerr=spread if any(spread) else None, capsize=2, label=v)
     counts = {b: max(table[v][f"{split}/by_source_length"][b]["n_users"] for v in names)
               for b in buckets}
     ax.set_xticks(x, [f"{b} items\n({counts[b]} users)" for b in buckets])
-    ax.set_title(f"{d}: {split} sampled HR@5 by source-history length")
     ax.set_ylim(0, ax.get_ylim()[1] * 1.3)  # room for the legend above the bars
-    ax.legend(fontsize=7, ncol=4, loc="upper center")
+    _legend_or_note(ax, fontsize=7, ncol=4, loc="upper center")
   save(fig, "by_source_length")
   return files
 
@@ -426,9 +439,12 @@ def render(data: dict, agg: dict, plots: dict[str, str]) -> str:
     counts = {b: max((row[f"{split}/by_source_length"][b]["n_users"] for row in table.values()),
                      default=0) for b in BUCKETS}
     buckets = [b for b in BUCKETS if counts[b]]
+    lines += [f"### {d} by source length", ""]
+    if not buckets:
+      lines += ["no finished run with by_source_length", ""]
+      continue
     rows = [[v, *[fmt(row[f"{split}/by_source_length"][b]["HR@5"]) for b in buckets]]
             for v, row in table.items()]
-    lines += [f"### {d} by source length", ""]
     lines += _markdown_table(["method", *[f"{b} items ({counts[b]} users)" for b in buckets]],
                              rows) + [""]
   lines += [f"![by source length]({plots['by_source_length']})", "",
