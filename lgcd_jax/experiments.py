@@ -259,6 +259,10 @@ def main(argv):
             for k, v in (("nK", f.nk_values), ("T", f.t_values), ("lambda", f.lambda_values)) if v}
   config = f.config
   specs = suites.plan(f.suite, f.directions, seeds, config, sweeps)
+  try:
+    suites.check_overrides(config, specs)
+  except KeyError as e:
+    raise app.UsageError(str(e)) from None
   if f.only:
     unknown = set(f.only) - {s.variant for s in specs}
     if unknown:
@@ -272,7 +276,11 @@ def main(argv):
     return
   header = {"suite": f.suite, "directions": f.directions, "seeds": seeds,
             "baseline_seeds": suites.BASELINE_SEEDS, "base": suites.base_values(config)}
-  counts = run_suite(specs, out, config_path, overrides, header)
+  try:
+    counts = run_suite(specs, out, config_path, overrides, header)
+  except KeyboardInterrupt:
+    print(f"interrupted; the same command resumes the suite ({out / INDEX})", file=sys.stderr)
+    sys.exit(130)
   if counts["failed"]:
     sys.exit(1)
 

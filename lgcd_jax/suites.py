@@ -132,3 +132,15 @@ def base_value(config, key: str):
 def base_values(config) -> dict:
   """The sweeps' config keys and their values in `config`: the report's reference points."""
   return {key: base_value(config, key) for key, _ in SWEEPS.values()}
+
+
+def check_overrides(config, specs: Sequence[RunSpec]) -> None:
+  """Raises KeyError naming the first run override whose key `config` lacks (a renamed field would
+  otherwise fail every run of a suite, one subprocess at a time)."""
+  for spec in specs:
+    for override in spec.overrides:
+      key = override.split("=", 1)[0]
+      try:
+        base_value(config, key)
+      except (KeyError, AttributeError):
+        raise KeyError(f"run {spec.name}: the config has no field {key!r}") from None

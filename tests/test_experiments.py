@@ -32,6 +32,15 @@ def test_suites_make_the_papers_runs():
   assert f"model.guess_start_step={config.model.guess_start_step}" in t200.overrides
   lam = next(s for s in sens if s.variant == "lgcd-lambda0.01")
   assert "train.alignment_weight=0.01" in lam.overrides
+  # Every override of every suite names a field of the config (a typo would fail each run).
+  for suite in suites.SUITES:
+    suites.check_overrides(config, suites.plan(suite, ["A2B", "B2A"], [0], config))
+  bad = suites.RunSpec("A2B/x/seed0", "x", "lgcd", "A2B", 0, ("model.use_moee=False",))
+  try:
+    suites.check_overrides(config, [bad])
+    raise AssertionError("an unknown field should be refused")
+  except KeyError as e:
+    assert "model.use_moee" in str(e)
 
 
 def test_dry_run_lists_runs_with_the_suites_overrides(tmp_path):
