@@ -72,7 +72,8 @@ def load_suite(out: Path) -> dict:
     for path in sorted(out.glob("*/*/seed*/results.json")):
       direction, variant, seed = path.parent.relative_to(out).parts
       records.append({"name": f"{direction}/{variant}/{seed}", "variant": variant,
-                      "direction": direction, "seed": int(seed[len("seed"):]), "state": "done"})
+                      "direction": direction, "seed": int(seed[len("seed"):]), "state": "done",
+                      "param": _swept_param(variant)})
   runs = []
   for rec in records:
     workdir = out / rec.get("workdir", rec["name"])
@@ -83,6 +84,15 @@ def load_suite(out: Path) -> dict:
                  "results": results, "curve": _eval_curve(workdir / "metrics.jsonl")})
   return {"suite": index.get("suite") or _guess_suite(runs), "runs": runs,
           "overrides": index.get("overrides", []), "config": index.get("config")}
+
+
+def _swept_param(variant: str) -> str | None:
+  """The config key a sensitivity variant's name ("lgcd-nK5", "lgcd-T20", ...) sweeps."""
+  for short, (key, _) in suites.SWEEPS.items():
+    rest = variant[len(f"lgcd-{short}"):]
+    if variant.startswith(f"lgcd-{short}") and rest[:1].isdigit():
+      return key
+  return None
 
 
 def _guess_suite(runs: list[dict]) -> str:
@@ -267,12 +277,12 @@ def _bars(ax, names, stats, reference=None, reference_label="reference"):
   ax.set_xticks(x, names, rotation=35, ha="right", fontsize=8)
 
 
-def _legend_or_note(ax, **kwargs):
-  """A legend, or "no finished run" on a panel with nothing to show."""
+def _legend_or_note(ax, note="no finished run", **kwargs):
+  """A legend, or `note` on a panel with nothing labelled to show."""
   if ax.get_legend_handles_labels()[0]:
     ax.legend(**kwargs)
   else:
-    ax.text(0.5, 0.5, "no finished run", transform=ax.transAxes, ha="center", va="center")
+    ax.text(0.5, 0.5, note, transform=ax.transAxes, ha="center", va="center")
 
 
 def plot_all(agg: dict, out: Path) -> dict[str, str]:
@@ -345,7 +355,7 @@ def plot_all(agg: dict, out: Path) -> dict[str, str]:
     ax.set_title(f"{d}: valid sampled HR@5 over training steps (mean over seeds)")
     ax.set_xlabel("step")
     ax.set_ylabel("valid sampled HR@5")
-    _legend_or_note(ax, fontsize=7)
+    _legend_or_note(ax, "no finished run of a trained method", fontsize=7)
   save(fig, "validation_curves")
 
   fig, axes = panels(len(dirs))

@@ -155,6 +155,10 @@ def test_sensitivity_report_is_valid_only_and_reads_each_runs_config(tmp_path):
   assert _row(md, "### A2B: T (`model.diffusion_steps`)", "100")[1] == _cell(
       [_results(tmp_path, f"A2B/lgcd/seed{s}")["valid"]["sampled"]["HR@5"] for s in (0, 1)])
   assert (tmp_path / "plots" / "sensitivity.png").exists()
+  # Without the index, the swept key comes from the variant's name: the same tables.
+  (tmp_path / "index.json").unlink()
+  sweeps = lambda text: text.split("## Sensitivity")[1].split("## valid sampled HR@5 by")[0]
+  assert sweeps(report.build(tmp_path).read_text()) == sweeps(md)
 
 
 def test_a_directory_without_an_index_is_read_from_its_workdirs(tmp_path):
