@@ -4,7 +4,12 @@
   python main.py --config=configs/food_kitchen.py --config.method=cooccurrence --config.direction=B2A
 
 Writes WORKDIR/results.json, WORKDIR/metrics.jsonl and (for trained methods) orbax checkpoints.
-Running it again on the same workdir resumes.
+Running it again on the same workdir resumes, if the config is the same but for the fields a resume
+may change (lgcd_jax/config_check.py: e.g. a longer train.steps); otherwise it stops and says which
+fields differ. The default workdir's name carries a hash of the overrides, so runs with other settings
+get their own. One process per workdir: a second one started on it stops at once, naming the first.
+A user's mistake (an unknown config field, a bad value, a missing dataset) ends with one `error:`
+line and exit status 2.
 """
 
 import logging
@@ -17,8 +22,8 @@ from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/demo.py.",
                                           lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where results and checkpoints go "
-                               "(default: workdirs/<config name>-<method>-<direction>).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where results and checkpoints go (default: "
+                               "workdirs/<config name>-<method>-<direction>[-<overrides hash>]).")
 flags.mark_flags_as_required(["config"])
 
 
@@ -50,23 +55,26 @@ class _QuietLibraries(logging.Filter):
 
 
 def main(argv):
+  from lgcd_jax import cli
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    cli.fail(f"unexpected arguments: {' '.join(argv[1:])} (flags are --name=value)")
   logging.getLogger().setLevel(logging.INFO)
   for handler in logging.getLogger().handlers + logging.getLogger("absl").handlers:
     handler.addFilter(_QuietLibraries())
+  config = cli.config_value("config")
   _maybe_init_distributed()
-  from lgcd_jax import experiment
-  from lgcd_jax.data.errors import DataError
-  config = _CONFIG.value
-  workdir = _WORKDIR.value or experiment.default_workdir(flags.FLAGS["config"].config_filename,
-                                                         config)
-  try:
+  import jax
+  from lgcd_jax import config_check, experiment, workdir_lock
+  with cli.user_errors():
+    config_check.validate(config)
+    config_file = flags.FLAGS["config"].config_filename
+    workdir = _WORKDIR.value or experiment.default_workdir(config_file, config,
+                                                           cli.load_config_file(config_file))
+    if jax.process_index() == 0:  # the other hosts of a multi-host run share process 0's workdir
+      workdir_lock.acquire(workdir, "workdir")
     experiment.run(config, workdir)
-  except DataError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  from lgcd_jax import cli as _cli
+  app.run(main, flags_parser=_cli.flags_parser)

@@ -199,7 +199,11 @@ def run(config, workdir: str | None, batch_sizes, precisions, repeats: int, trai
   setup = train.build(config, ds, workdir)
   state = setup.state
   if (workdir / "checkpoints" / "best").exists():
-    restored = checkpoint.Checkpointer(workdir).restore("best", state)
+    from lgcd_jax.cli import UserError
+    try:
+      restored = checkpoint.Checkpointer(workdir).restore("best", state)
+    except checkpoint.CheckpointReadError as e:
+      raise UserError(f"{e}; retrain, or bench fresh weights with another --workdir") from e
     if restored is not None:
       state = sharding.put_replicated(setup.mesh, restored[0])
   m = setup.config.model
@@ -255,9 +259,16 @@ def _define_flags():
 
 def main(argv):
   del argv
+  from lgcd_jax import cli, config_check
   f = flags.FLAGS
-  result = run(f.config, f.workdir, [int(b) for b in f.batch_sizes], f.precisions, f.repeats,
-               f.train_steps, f.quick)
+  config = cli.config_value("config")
+  with cli.user_errors():
+    config_check.validate(config)
+    try:
+      batch_sizes = [int(b) for b in f.batch_sizes]
+    except ValueError:
+      raise cli.UserError(f"--batch_sizes must be integers, got {','.join(f.batch_sizes)}") from None
+    result = run(config, f.workdir, batch_sizes, f.precisions, f.repeats, f.train_steps, f.quick)
   if f.json:
     print(json.dumps(result))
     return
@@ -276,5 +287,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  from lgcd_jax import cli as _cli
   _define_flags()
-  app.run(main)
+  app.run(main, flags_parser=_cli.flags_parser)

@@ -18,9 +18,15 @@ TRAINED = ("lgcd", "dmcdr", "emcdr")
 METHODS = BASELINES + TRAINED
 
 
-def default_workdir(config_path: str, config) -> str:
-  name = Path(config_path).stem
-  return str(Path("workdirs") / f"{name}-{config.method}-{config.direction}")
+def default_workdir(config_path: str, config, base=None) -> str:
+  """workdirs/<config name>-<method>-<direction>[-<hash>]: the hash (config_check.override_hash)
+  names what `config` changes from `base`, the config file's own values, so runs with other settings
+  (--config.seed=1, --config.model.use_pseudo=False, ...) never share a workdir by accident; a
+  change a resume may make (a longer train.steps, eval cadence) keeps the name."""
+  from lgcd_jax import config_check
+  name = f"{Path(config_path.partition(':')[0]).stem}-{config.method}-{config.direction}"
+  suffix = config_check.override_hash(base, config) if base is not None else ""
+  return str(Path("workdirs") / (f"{name}-{suffix}" if suffix else name))
 
 
 def make_baseline(config, ds):
@@ -44,8 +50,8 @@ def make_baseline(config, ds):
 
 
 def run(config, workdir: str | Path) -> dict:
-  if config.method not in METHODS:
-    raise ValueError(f"config.method must be one of {METHODS}, got {config.method!r}")
+  from lgcd_jax import config_check
+  config_check.validate(config)  # a bad value stops here, with one line (cli.UserError)
   workdir = Path(workdir)
   is_main = jax.process_index() == 0
   if is_main:

@@ -39,11 +39,16 @@ from lgcd_jax import checkpoint as ckpt_lib
 from lgcd_jax import user_keys
 from lgcd_jax.data import pipeline
 from lgcd_jax.data.prepared import PreparedDataset, Ragged, direction_domains
-from lgcd_jax.train import SAMPLE_SEED_OFFSET, make_optimizer
+from lgcd_jax.cli import UserError
+from lgcd_jax.train import SAMPLE_SEED_OFFSET
 
 
 
 class LineError(ValueError):
+  pass
+
+
+class NoCheckpoint(UserError, FileNotFoundError):
   pass
 
 
@@ -55,7 +60,7 @@ def _find_checkpoint(workdir: str | None, checkpoint: str | None) -> tuple[Path,
       return path.parent, int(path.name)
     return path, None
   if not workdir:
-    raise ValueError("give --workdir=DIR or --checkpoint=PATH")
+    raise UserError("give --workdir=DIR or --checkpoint=PATH")
   return Path(workdir) / "checkpoints" / "best", None
 
 
@@ -67,11 +72,15 @@ class Recommender:
     from lgcd_jax.model.lgcd import LGCD
     manager_dir, step = _find_checkpoint(workdir, checkpoint)
     if not manager_dir.exists():
-      raise FileNotFoundError(f"no checkpoint at {manager_dir}")
+      raise NoCheckpoint(f"no checkpoint at {manager_dir}: train first (python main.py "
+                         f"--workdir=...) or give --checkpoint=PATH")
     ckpt = ckpt_lib.Checkpointer.for_directory(manager_dir)
-    meta = ckpt.restore_meta(step)
+    try:
+      meta = ckpt.restore_meta(step)
+    except ckpt_lib.CheckpointReadError as e:
+      raise UserError(f"{e}; retrain or point --checkpoint at an intact one") from e
     if meta is None:
-      raise FileNotFoundError(f"no finished checkpoint in {manager_dir}")
+      raise NoCheckpoint(f"no finished checkpoint in {manager_dir}")
     self.meta = meta
     self.config = ml_collections.ConfigDict(json.loads(meta["config"]))
     c = self.config
@@ -82,12 +91,12 @@ class Recommender:
     n_src, n_tgt = len(self.src_ids), len(self.tgt_ids)
     zeros = lambda n: np.zeros((n, c.clues.text_dim), np.float32)  # replaced by the checkpoint's
     model = LGCD(c, n_src, n_tgt, zeros(n_src), zeros(n_tgt), rngs=nnx.Rngs(0))
-    # The checkpoint holds (model, optimizer): rebuild the same optimizer so the structures match.
-    optimizer = nnx.Optimizer(model, make_optimizer(c), wrt=nnx.Param)
-    graphdef, like = nnx.split((model, optimizer))
-    restored = ckpt.restore_state(like, step)
-    model, _ = nnx.merge(graphdef, restored)
-    self.graphdef, self.state = nnx.split(model)
+    # The checkpoint holds (model, optimizer); serving reads the model part only.
+    self.graphdef, like = nnx.split(model)
+    try:
+      self.state = ckpt.restore_model_state(like, step)
+    except ckpt_lib.CheckpointReadError as e:
+      raise UserError(f"{e}; retrain or point --checkpoint at an intact one") from e
     self.sampler = sampler or c.model.sampler
     self.steps = int(steps or c.model.sample_steps)
     self.batch_size = int(batch_size)
@@ -323,12 +332,16 @@ def _define_flags():
 def main(argv):
   del argv
   f = flags.FLAGS
+  from lgcd_jax import cli
   if not f.input or not f.output:
-    raise app.UsageError("--input and --output are required")
+    cli.fail("--input and --output are required")
   if f.topk < 1 or f.batch_size < 1:
-    raise app.UsageError("--topk and --batch_size must be positive")
+    cli.fail("--topk and --batch_size must be positive")
+  if not os.path.isfile(f.input):
+    cli.fail(f"--input={f.input}: no such file")
   start = time.perf_counter()
-  rec = Recommender(f.workdir, f.checkpoint, f.sampler, f.steps, f.batch_size)
+  with cli.user_errors():
+    rec = Recommender(f.workdir, f.checkpoint, f.sampler, f.steps, f.batch_size)
   out_path = Path(f.output)
   tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
   served = failed = 0
@@ -352,5 +365,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  from lgcd_jax import cli as _cli
   _define_flags()
-  app.run(main)
+  app.run(main, flags_parser=_cli.flags_parser)

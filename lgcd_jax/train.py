@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import logging
 import math
 import sys
@@ -230,12 +231,19 @@ def _metric(result: dict, name: str) -> float:
 # --- the loop ---------------------------------------------------------------------------------------
 
 
-def _static_meta(setup: Setup) -> dict:
+# The layout of a checkpoint's (model, optimizer) state; 2: the target encoder's stage-2 mask.
+STATE_LAYOUT = 2
+
+
+def _static_meta(setup: Setup, schedule_steps: int) -> dict:
   """What every checkpoint of a run carries besides its step: computed once per run."""
   ds = setup.ds
   src, tgt = direction_domains(setup.config.direction)
   return {
       "config": setup.config.to_json(),
+      "state_layout": STATE_LAYOUT,
+      # The learning-rate schedule's length: a resumed run with a longer train.steps keeps it.
+      "schedule_steps": int(schedule_steps),
       "direction": setup.config.direction,
       "clue_source": getattr(setup.clues, "source", None),
       "vocab": {"source": ds.item_ids[src].tolist(), "target": ds.item_ids[tgt].tolist()},
@@ -250,8 +258,43 @@ def _meta(static: dict, step: int, best: dict, early_stopped: bool, iterator_sta
           "iterator": iterator_state, **static}
 
 
+def _resume_check(config, workdir: Path):
+  """check_meta for Checkpointer.restore_newest_intact: the checkpoint must be of this run."""
+  from lgcd_jax import config_check
+  from lgcd_jax.cli import UserError
+
+  def check(meta: dict, directory: Path) -> None:
+    if not isinstance(meta.get("config"), str) or not isinstance(meta.get("step"), int):
+      raise ckpt_lib.CheckpointReadError(directory, ValueError("its meta has no config or step"))
+    if meta.get("state_layout", 1) != STATE_LAYOUT:
+      raise UserError(f"{workdir} holds a checkpoint of an older lgcd_jax whose optimizer state "
+                      f"has another layout; it cannot be resumed: use another --workdir "
+                      f"(python -m lgcd_jax.recommend can still serve it)")
+    diffs = config_check.resume_differences(meta["config"], config)
+    if diffs:
+      raise UserError(f"{workdir} holds a run with other settings ({config_check.describe(diffs)})"
+                      f"; resuming it would report that run. Use another --workdir (without "
+                      f"--workdir, main.py names one after your overrides)")
+  return check
+
+
+def _with_schedule(setup: Setup, state, schedule_steps: int):
+  """(graphdef, state) whose optimizer runs the learning-rate schedule over `schedule_steps`."""
+  model, optimizer = nnx.merge(setup.graphdef, state)
+  optimizer.tx = make_optimizer(setup.config, schedule_steps)
+  return nnx.split((model, optimizer))
+
+
 def train_and_evaluate(config, workdir: Path, ds: PreparedDataset, data: str,
                        log: results_lib.MetricsLog) -> dict:
+  """Trains (resuming WORKDIR/checkpoints when they hold this run), then evaluates the best step.
+
+  A resume needs the checkpoint's config to equal this one but for config_check.RESUMABLE; a longer
+  train.steps continues the run with the learning-rate schedule of the run it continues (warm-up
+  and cosine decay over that run's steps, then constant at lr/10), so the steps it shares with the
+  first run are the same. An unreadable newest checkpoint is set aside with a warning and the run
+  resumes from the newest readable one (or starts fresh).
+  """
   setup = build(config, ds, workdir)
   c = setup.config
   t = c.train
@@ -262,14 +305,24 @@ def train_and_evaluate(config, workdir: Path, ds: PreparedDataset, data: str,
   state = setup.state
   best = {"metric": -math.inf, "step": -1, "evals_since": 0}
   step, finished, early_stopped = 0, False, False
-  restored = ckpt.restore("latest", state)
+  schedule_steps = total
+  restored = ckpt.restore_newest_intact(state, _resume_check(c, workdir))
   if restored is not None:
-    state, meta = restored
-    state = sharding.put_replicated(setup.mesh, state)
+    state, meta, kind, at = restored
     step, best = meta["step"], meta["best"]
     # A longer train.steps than the checkpoint's run continues it; an early stop stays stopped.
     finished = meta["early_stopped"] or step >= total
-    logging.info("resumed from %s at step %d", workdir / "checkpoints" / "latest", step)
+    old = json.loads(meta["config"])["train"]
+    schedule_steps = int(meta.get("schedule_steps") or old["encoder_steps"] + old["steps"])
+    if schedule_steps != total:
+      graphdef, state = _with_schedule(setup, state, schedule_steps)
+      setup = dataclasses.replace(setup, graphdef=graphdef)
+      logging.warning("train.steps is now %d (the run being continued had %d): its "
+                      "learning-rate schedule is kept, so the steps after step %d run at its "
+                      "final rate, lr/10", t.steps, schedule_steps - t.encoder_steps,
+                      schedule_steps)
+    state = sharding.put_replicated(setup.mesh, state)
+    logging.info("resumed from %s at step %d", ckpt.step_dir(kind, at), step)
 
   src_dom, tgt_dom = direction_domains(c.direction)
   seq_data = {d: pipeline.sequence_dataset(ds, d, c.data.maxlen, c.data.batch_size, c.seed + i)
@@ -284,7 +337,8 @@ def train_and_evaluate(config, workdir: Path, ds: PreparedDataset, data: str,
   joint = float(t.get("joint_encoder_weight", 0.0)) > 0
   base_key = jax.random.key(c.seed)
   put = lambda b: sharding.put_batch(setup.mesh, b)
-  static_meta = _static_meta(setup)
+  static_meta = _static_meta(setup, schedule_steps)
+  lr_at = learning_rate(c, schedule_steps)  # the rate of step i (for the log)
   clue_coverage = clue_source.coverage(setup.clues, ds, c.direction)  # users with a clue, per pool
   log.write("start", step=step, total_steps=total, devices=jax.device_count(),
             processes=jax.process_count(), clue_source=getattr(setup.clues, "source", None),
@@ -324,7 +378,8 @@ def train_and_evaluate(config, workdir: Path, ds: PreparedDataset, data: str,
       users_per_s = window_steps * c.data.batch_size / max(elapsed, 1e-9)
       host = {k: float(v) for k, v in jax.device_get(metrics).items()}
       bar.set_postfix(loss=f"{loss:.4f}", users_s=f"{users_per_s:.0f}")
-      log.write("train", step=step, stage=stage, users_per_s=users_per_s, **host)
+      log.write("train", step=step, stage=stage, users_per_s=users_per_s,
+                lr=float(lr_at(step - 1)), **host)
       window_start, window_steps = time.perf_counter(), 0
 
     at_eval = step > t.encoder_steps and ((step - t.encoder_steps) % t.eval_every == 0
@@ -354,7 +409,12 @@ def train_and_evaluate(config, workdir: Path, ds: PreparedDataset, data: str,
   ckpt.wait()
 
   # Test is read once, with the best validation checkpoint.
-  best_state = ckpt.restore("best", state)
+  try:
+    best_state = ckpt.restore("best", state)
+  except ckpt_lib.CheckpointReadError as e:
+    from lgcd_jax.cli import UserError
+    raise UserError(f"{e}: the run's test evaluation needs its best checkpoint; rerun in a fresh "
+                    f"--workdir") from e
   if best_state is None:
     raise RuntimeError("no best checkpoint: training ran no validation (train.steps must be > 0)")
   state = sharding.put_replicated(setup.mesh, best_state[0])

@@ -572,11 +572,15 @@ def main(argv) -> None:
   for handler in logging.getLogger().handlers + logging.getLogger("absl").handlers:
     handler.addFilter(_Redact())
   fl = flags.FLAGS
+  from lgcd_jax import cli, config_check, workdir_lock
   opts = Options(**{f.name: fl[f.name].value for f in dataclasses.fields(Options)})
-  config = fl["config"].value
+  config = cli.config_value("config")
   try:
+    config_check.validate(config)
+    if opts.out:  # one process per --out (its shards, summary and cache)
+      workdir_lock.acquire(opts.out, "--out")
     summary = run(config, opts)
-  except (PipelineError, DataError) as e:
+  except (PipelineError, DataError, cli.UserError) as e:
     print(f"error: {backends.redact(e)}", file=sys.stderr)
     sys.exit(2)
   if not opts.dry_run:
@@ -585,5 +589,6 @@ def main(argv) -> None:
 
 if __name__ == "__main__":
   from absl import app as _app
+  from lgcd_jax import cli as _cli
   _define_flags()
-  _app.run(main)
+  _app.run(main, flags_parser=_cli.flags_parser)

@@ -75,14 +75,16 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
   assert b["test"] == a["test"] and b["valid"] == a["valid"]
 
 
-def test_nan_loss_stops_with_last_good_checkpoint_intact(trained_tiny, tmp_path):
+def test_nan_loss_stops_with_last_good_checkpoint_intact(trained_tiny, tmp_path, monkeypatch):
   workdir = tmp_path / "copy"
   shutil.copytree(trained_tiny[0], workdir)
   last = train.ckpt_lib.Checkpointer(workdir).latest_step()
   assert last == 40
-  # Resume with a poisoned learning rate and more steps: the parameters become NaN.
+  # Resume with more steps and a poisoned learning rate (not through the config: a resume must keep
+  # the run's train.lr): the parameters become NaN.
+  monkeypatch.setattr(train, "learning_rate", lambda config, steps=None: lambda i: float("nan"))
   with pytest.raises(train.NonFiniteLossError, match="last good checkpoint"):
-    experiment.run(tiny_config(**{"train.steps": 40, "train.lr": float("nan")}), workdir)
+    experiment.run(tiny_config(**{"train.steps": 40}), workdir)
   ckpt = train.ckpt_lib.Checkpointer(workdir)
   assert ckpt.latest_step() == last
   assert ckpt.restore("latest", _like_state(workdir)) is not None  # still readable

@@ -6,15 +6,18 @@
   python -m lgcd_jax.data.prepare --source=synthetic --output=DIR [--seed=S --scale=X --overlap_share=P --eval_users=N]
 
 The output is built in a temporary directory and renamed into place: a crash leaves nothing half-made.
-Bad input stops with an error naming the file and line, and exit status 2.
+Bad input stops with an error naming the file and line, and exit status 2 (as does a missing file or a
+bad argument). One process per --output: a second one stops at once, naming the first one's PID.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
+from lgcd_jax.cli import UserError
 from lgcd_jax.data import prepared
 from lgcd_jax.data.errors import DataError
 
@@ -48,7 +51,7 @@ def build(args: argparse.Namespace) -> tuple[prepared.RawDataset, dict, dict]:
   """(raw dataset, the arguments to record, extra statistics) for the chosen source."""
   if args.source == "llmcdsr":
     if not args.input:
-      raise SystemExit("--source=llmcdsr needs --input=DIR")
+      raise UserError("--source=llmcdsr needs --input=DIR")
     from lgcd_jax.data import llmcdsr
     raw, stats = llmcdsr.build_llmcdsr(args.input)
     return raw, {"input": args.input}, stats
@@ -57,21 +60,21 @@ def build(args: argparse.Namespace) -> tuple[prepared.RawDataset, dict, dict]:
                                            "target_meta")}
     missing = [f"--{k}" for k, v in files.items() if not v]
     if missing:
-      raise SystemExit(f"--source=amazon needs {', '.join(missing)}")
+      raise UserError(f"--source=amazon needs {', '.join(missing)}")
     if args.kcore < 0:
-      raise SystemExit("--kcore must be >= 0")
+      raise UserError("--kcore must be >= 0")
     from lgcd_jax.data import amazon
     raw, stats = amazon.build_amazon(**files, kcore=args.kcore, eval_users=args.eval_users,
                                      seed=args.seed, progress=True)
     return raw, {**files, "kcore": args.kcore, "eval_users": args.eval_users, "seed": args.seed}, stats
   from lgcd_jax.data import synthetic
   if args.scale <= 0:
-    raise SystemExit("--scale must be > 0")
+    raise UserError("--scale must be > 0")
   if args.eval_users is not None and args.eval_users < 1:
-    raise SystemExit("--eval_users must be >= 1")
+    raise UserError("--eval_users must be >= 1")
   eval_users = args.eval_users or synthetic.EVAL_USERS
   if not 0.0 < args.overlap_share < 1.0:
-    raise SystemExit("--overlap_share must be in (0, 1)")
+    raise UserError("--overlap_share must be in (0, 1)")
   raw = synthetic.generate(seed=args.seed, scale=args.scale, overlap_share=args.overlap_share,
                            eval_users=eval_users)
   return raw, {"seed": args.seed, "scale": args.scale, "overlap_share": args.overlap_share,
@@ -82,12 +85,18 @@ def main(argv=None) -> int:
   args = _parser().parse_args(argv)
   start = time.time()
   try:
+    from lgcd_jax import workdir_lock
+    workdir_lock.acquire(args.output, "--output", beside=True)
+    for name in ("input", "source_reviews", "source_meta", "target_reviews", "target_meta"):
+      value = getattr(args, name, None)
+      if value and not os.path.exists(value):
+        raise UserError(f"--{name}={value}: no such file or directory")
     raw, arguments, stats = build(args)
     manifest = prepared.write_prepared(
         raw, args.output, source=args.source, arguments=arguments, seed=args.seed,
         num_negatives=args.num_negatives, overwrite=args.overwrite,
         extra_manifest={"source_stats": stats} if stats else None)
-  except (DataError, FileExistsError, ValueError) as e:
+  except (UserError, DataError, FileExistsError, FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   from lgcd_jax.data import stats as stats_mod
