@@ -29,6 +29,7 @@ refuses to resume a checkpoint under a different config).
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -114,7 +115,6 @@ class Index:
 
 
 def _read_json(path: Path):
-  import json
   if not path.exists():
     return None
   with open(path, encoding="utf-8") as f:
