@@ -439,7 +439,8 @@ def _run_bridge(config, opts: Options, ds, tasks, start: float) -> dict:
       ds, direction, mode=config.clues.bridge_mode, k=config.clues.bridge_k,
       clue_len=config.data.clue_len, text_weight=config.clues.text_weight,
       src_title_emb=titles.get(src), tgt_title_emb=titles.get(tgt), maxlen=config.data.maxlen,
-      text_dim=config.clues.text_dim, pools=pools, progress=opts.progress, stats=stats)
+      text_dim=config.clues.text_dim, pools=pools, progress=opts.progress, stats=stats,
+      mf_rank=config.baselines.mf_rank, mf_item_power=config.baselines.mf_item_power)
   wanted = {(t.pool, t.user_id) for t in tasks}
   rows = [r for r in range(len(clues)) if (str(clues.pools[r]), str(clues.user_ids[r])) in wanted]
   if len(rows) != len(clues):

@@ -238,3 +238,23 @@ def test_food_kitchen_neighbour_ranking(food_kitchen_prepared):
   for i in range(4):
     items = clues.items[i]
     np.testing.assert_allclose(s[i, items], np.sort(s[i])[::-1][:len(items)], rtol=1e-5)
+
+
+def test_mf_mode_clues_are_the_joint_mf_top_items(ds):
+  """Mode "mf": each clue is the joint MF baseline's top target items (score > 0) for the user's source
+  items, most likely first, with sims relative to the best; single-domain users get clues too."""
+  from lgcd_jax.baselines.mf import JointMF
+  clues = make_bridge_clues(ds, "A2B", mode="mf", clue_len=3, maxlen=MAXLEN, text_dim=8,
+                            mf_rank=2, mf_item_power=0.25)
+  assert clues.source == "bridge:mf"
+  joint = JointMF(ds, "A2B", rank=2, item_power=0.25)
+  for pool, uid, seq in [("A_only", "a_user1", A_ONLY[1]), ("overlap", "o3", OVERLAP_A[3]),
+                         ("test", "t0", [0, 1, 2])]:
+    scores = np.asarray(joint.score({"src": padded([seq])}))[0]
+    order = np.argsort(-scores, kind="stable")[:3]
+    order = order[scores[order] > 0]
+    row = clues.lookup(pool, uid)
+    assert clues.items[row].tolist() == order.tolist()
+    lo = clues.items.offsets[row]
+    np.testing.assert_allclose(clues.sims[lo:lo + len(order)], scores[order] / scores[order[0]],
+                               rtol=1e-5)

@@ -42,7 +42,9 @@ class LLMOnly:
       self.bridge = bridge.make_bridge(ds, direction, mode=mode, k=config.clues.bridge_k,
                                        text_weight=config.clues.text_weight,
                                        src_title_emb=(titles or {}).get(src),
-                                       tgt_title_emb=(titles or {}).get(tgt))
+                                       tgt_title_emb=(titles or {}).get(tgt),
+                                       mf_rank=config.baselines.mf_rank,
+                                       mf_item_power=config.baselines.mf_item_power)
       self.source = f"bridge:{mode}"
     self._clue_scores = jax.jit(clue_scores, static_argnums=2)
 

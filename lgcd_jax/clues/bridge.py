@@ -12,6 +12,12 @@ the caller passes (the last `maxlen` items in `make_bridge_clues`). A training o
 own clue is never its own neighbour: otherwise its real target items would leak into its pseudo sequence.
 Ties between neighbours of equal similarity go to the lower overlap-pool row (`lax.top_k`).
 
+Mode "mf": score(u, j) = the joint MF baseline's fold-in score of target item j from u's source items
+(`baselines.mf`): a clue that carries the structure learned over every training user, single-domain users
+included, where the neighbours see only the overlap users (on Food-Kitchen the overlap-only signals do not
+transfer from valid to test, and the joint MF does: DESIGN.md §1). A training overlap user's own row is
+one of the ~51k rows the factors were fitted on, so its clue is not fully blind to its target side.
+
 Mode "text": score(u, j) = cos(mean source-title embedding of u, title embedding of target item j). It
 needs no overlap users, but DESIGN.md §1 measured it near chance on Food-Kitchen: prefer "neighbours".
 
@@ -30,11 +36,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from lgcd_jax.baselines import common
+from lgcd_jax.baselines import mf
 from lgcd_jax.data.clues import ClueSet, validate_clues
 from lgcd_jax.data.pipeline import pad_ragged_left
 from lgcd_jax.data.prepared import PreparedDataset, Ragged, direction_domains
 
-MODES = ("neighbours", "text")
+MODES = ("neighbours", "text", "mf")
 BRIDGE_POOLS = ("single", "overlap", "valid", "test")
 
 
@@ -188,15 +195,39 @@ class TextBridge:
                      self.t_emb)
 
 
+class MFBridge:
+  """Mode "mf": the joint MF's fold-in scores of the target items (see the module docstring)."""
+
+  def __init__(self, ds: PreparedDataset, direction: str, *, rank: int, item_power: float):
+    missing = [p for p in ("A_only", "B_only", "overlap") if p not in ds.pools]
+    if missing:
+      raise ValueError(f"mode 'mf' factorises every training pool; this dataset lacks {missing}")
+    self.mf = mf.JointMF(ds, direction, rank=rank, item_power=item_power)
+    self._top = jax.jit(lambda clue_len, src: jax.lax.top_k(self.mf._score_impl(
+        self.mf.v_src, self.mf.v_tgt, self.mf.tgt_scale, src), clue_len), static_argnums=(0,))
+
+  def scores(self, src_items_plus_one: np.ndarray, exclude_overlap_rows=None) -> jax.Array:
+    del exclude_overlap_rows  # a factorisation has no neighbours to exclude
+    return self.mf.score({"src": src_items_plus_one})
+
+  def top(self, src_items_plus_one: np.ndarray, exclude_overlap_rows, clue_len: int
+          ) -> tuple[jax.Array, jax.Array]:
+    del exclude_overlap_rows
+    return self._top(int(clue_len), jnp.asarray(src_items_plus_one, jnp.int32))
+
+
 def make_bridge(ds: PreparedDataset, direction: str, *, mode: str = "neighbours", k: int = 50,
                 text_weight: float = 0.0, src_title_emb: np.ndarray | None = None,
-                tgt_title_emb: np.ndarray | None = None):
+                tgt_title_emb: np.ndarray | None = None, mf_rank: int = 64,
+                mf_item_power: float = 0.25):
   """The bridge of `mode` with these parameters (`scores` / `top`): one place for clue building, the
   LLM-only baseline and serving, so that all three use what the run's config says."""
   if mode not in MODES:
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
   if mode == "neighbours":
     return NeighbourBridge(ds, direction, k=k, text_weight=text_weight, src_title_emb=src_title_emb)
+  if mode == "mf":
+    return MFBridge(ds, direction, rank=mf_rank, item_power=mf_item_power)
   return TextBridge(ds, direction, src_title_emb=src_title_emb, tgt_title_emb=tgt_title_emb)
 
 
@@ -221,7 +252,8 @@ def make_bridge_clues(ds: PreparedDataset, direction: str, *, mode: str = "neigh
                       src_title_emb: np.ndarray | None = None, tgt_title_emb: np.ndarray | None = None,
                       maxlen: int = 50, batch_size: int = 1024,
                       pools: Sequence[str] = BRIDGE_POOLS, progress: bool = False,
-                      text_dim: int = 384, stats: dict | None = None) -> ClueSet:
+                      text_dim: int = 384, stats: dict | None = None, mf_rank: int = 64,
+                      mf_item_power: float = 0.25) -> ClueSet:
   """Bridge clues for every user of `pools` in `direction`, as one ClueSet.
 
   pools: "single" (the source domain's single-domain pool, recorded as "A_only" / "B_only"), "overlap"
@@ -248,7 +280,8 @@ def make_bridge_clues(ds: PreparedDataset, direction: str, *, mode: str = "neigh
   start = time.perf_counter()
 
   bridge = make_bridge(ds, direction, mode=mode, k=k, text_weight=text_weight,
-                       src_title_emb=src_title_emb, tgt_title_emb=tgt_title_emb)
+                       src_title_emb=src_title_emb, tgt_title_emb=tgt_title_emb, mf_rank=mf_rank,
+                       mf_item_power=mf_item_power)
 
   def top(src, exclude):
     return bridge.top(src, exclude, clue_len)

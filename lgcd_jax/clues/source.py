@@ -80,7 +80,8 @@ def load_or_make(config, ds: PreparedDataset, titles: dict | None = None):
       ds, config.direction, mode=config.clues.bridge_mode, k=config.clues.bridge_k,
       clue_len=config.data.clue_len, text_weight=config.clues.text_weight,
       src_title_emb=titles.get(src), tgt_title_emb=titles.get(tgt), maxlen=config.data.maxlen,
-      text_dim=config.clues.text_dim)
+      text_dim=config.clues.text_dim, mf_rank=config.baselines.mf_rank,
+      mf_item_power=config.baselines.mf_item_power)
   logging.info("clues: %s computed in-process for %d users (an offline stand-in for an LLM)",
                clues.source, len(clues.user_ids))
   return clues
