@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -247,6 +248,10 @@ def _define_flags():
   flags.mark_flags_as_required(["config", "suite", "out"])
 
 
+def _raise_interrupt(signum, frame):
+  raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -276,6 +281,8 @@ def main(argv):
     return
   header = {"suite": f.suite, "directions": f.directions, "seeds": seeds,
             "baseline_seeds": suites.BASELINE_SEEDS, "base": suites.base_values(config)}
+  # `kill PID` stops the suite as Ctrl-C does: the running run is stopped and left resumable.
+  signal.signal(signal.SIGTERM, _raise_interrupt)
   try:
     counts = run_suite(specs, out, config_path, overrides, header)
   except KeyboardInterrupt:
