@@ -346,12 +346,14 @@ def plot_all(agg: dict, out: Path) -> dict[str, str]:
     entry = agg["directions"][d]
     for v, points in entry["curves"].items():
       ax.plot([p[0] for p in points], [p[1] for p in points], marker=".", label=v)
-    for v, row in entry["table"].items():  # one-shot methods: their valid score as a level
+    levels = {}  # one-shot methods: their valid score as a level (equal levels share a label)
+    for v, row in entry["table"].items():
       if v not in entry["curves"] and row["valid"]["sampled/HR@5"]:
-        ax.axhline(row["valid"]["sampled/HR@5"]["mean"], linestyle=":", linewidth=1,
-                   color="grey")
-        ax.text(ax.get_xlim()[0], row["valid"]["sampled/HR@5"]["mean"], f" {v}", fontsize=7,
-                va="bottom", color="grey")
+        levels.setdefault(round(row["valid"]["sampled/HR@5"]["mean"], 4), []).append(v)
+    for level, names in levels.items():
+      ax.axhline(level, linestyle=":", linewidth=1, color="grey")
+      ax.text(ax.get_xlim()[0], level, f" {', '.join(names)}", fontsize=7, va="bottom",
+              color="grey")
     ax.set_title(f"{d}: valid sampled HR@5 over training steps (mean over seeds)")
     ax.set_xlabel("step")
     ax.set_ylabel("valid sampled HR@5")
