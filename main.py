@@ -54,6 +54,17 @@ class _QuietLibraries(logging.Filter):
     return record.levelno >= logging.WARNING or "orbax" not in record.pathname
 
 
+def _use_compilation_cache(jax):
+  """Keeps compiled programs on disk, so that the runs of a suite (same shapes, other seeds or
+  switches) and every resume skip the compile (minutes on a busy CPU for the Food-Kitchen model).
+  JAX_COMPILATION_CACHE_DIR, when set, wins; LGCD_JAX_XLA_CACHE=0 turns it off."""
+  if os.environ.get("LGCD_JAX_XLA_CACHE", "1") == "0" or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    return
+  path = os.path.join(os.path.expanduser("~"), ".cache", "lgcd_jax", "xla")
+  jax.config.update("jax_compilation_cache_dir", path)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
 def main(argv):
   from lgcd_jax import cli
   if len(argv) > 1:
@@ -64,6 +75,7 @@ def main(argv):
   config = cli.config_value("config")
   _maybe_init_distributed()
   import jax
+  _use_compilation_cache(jax)
   from lgcd_jax import config_check, experiment, workdir_lock
   with cli.user_errors():
     config_check.validate(config)
