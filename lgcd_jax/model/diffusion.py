@@ -60,18 +60,24 @@ class Schedule:
     return self.betas.shape[0]
 
 
+def _row_keys(rng: jax.Array) -> bool:
+  """Whether `rng` is a batch of keys, one per row (typed [B] keys, or legacy uint32 [B, 2])."""
+  typed = jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key)
+  return rng.ndim > (0 if typed else 1)
+
+
 def _split(rng: jax.Array, n: int) -> jax.Array:
   """n keys from one key ([n]), or n keys per row from [B] row keys ([n, B]: index i is step i's)."""
-  if rng.ndim == 0:
+  if not _row_keys(rng):
     return jax.random.split(rng, n)
-  return jax.vmap(lambda k: jax.random.split(k, n))(rng).T
+  return jnp.swapaxes(jax.vmap(lambda k: jax.random.split(k, n))(rng), 0, 1)
 
 
 def _normal(rng: jax.Array, shape: tuple[int, ...], dtype) -> jax.Array:
   """N(0, I) of `shape`; with [B] row keys, row b is drawn from key b alone."""
-  if rng.ndim == 0:
+  if not _row_keys(rng):
     return jax.random.normal(rng, shape, dtype=dtype)
-  if rng.shape != tuple(shape[:1]):
+  if rng.shape[0] != shape[0]:
     raise ValueError(f"{rng.shape[0]} row keys for a batch of shape {tuple(shape)}")
   return jax.vmap(lambda k: jax.random.normal(k, tuple(shape[1:]), dtype=dtype))(rng)
 
