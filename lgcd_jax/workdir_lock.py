@@ -7,7 +7,8 @@ exits, however it exits, so a lock left by a killed process never blocks.
 
 A second process asking for a held directory gets a `Locked` error (a cli.UserError) naming the
 holder's PID, at once. The lock file is DIR/.lock, or DIR's sibling .DIR.lock with `beside=True`
-(for a directory that is built elsewhere and renamed into place); it holds the holder's PID.
+(for a directory that is built elsewhere and renamed into place; `prepare` removes it when done); it
+holds the holder's PID.
 """
 
 from __future__ import annotations
@@ -37,23 +38,37 @@ def acquire(directory: str | os.PathLike, what: str = "directory", beside: bool 
   if key in _HELD:
     return path
   path.parent.mkdir(parents=True, exist_ok=True)
-  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-  try:
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-  except (BlockingIOError, PermissionError):
-    holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+  while True:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (BlockingIOError, PermissionError):
+      holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+      os.close(fd)
+      raise Locked(f"{what} {directory} is in use by another process (PID {holder}); wait for "
+                   f"it to finish or stop it, or use another {what}") from None
+    try:  # the file may have been removed (release(remove=True)) between open and flock
+      if os.stat(path).st_ino == os.fstat(fd).st_ino:
+        break
+    except FileNotFoundError:
+      pass
     os.close(fd)
-    raise Locked(f"{what} {directory} is in use by another process (PID {holder}); wait for it "
-                 f"to finish or stop it, or use another {what}") from None
   os.ftruncate(fd, 0)
   os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
   _HELD[key] = fd
   return path
 
 
-def release(directory: str | os.PathLike, beside: bool = False) -> None:
-  """Releases a lock this process holds (exiting releases it too)."""
-  fd = _HELD.pop(str(lock_path(directory, beside)), None)
+def release(directory: str | os.PathLike, beside: bool = False, remove: bool = False) -> None:
+  """Releases a lock this process holds (exiting releases it too); remove=True also deletes the
+  lock file (safe: `acquire` checks that the file it locked is still the one at the path)."""
+  path = lock_path(directory, beside)
+  fd = _HELD.pop(str(path), None)
   if fd is not None:
+    if remove:
+      try:
+        os.unlink(path)
+      except FileNotFoundError:
+        pass
     fcntl.flock(fd, fcntl.LOCK_UN)
     os.close(fd)

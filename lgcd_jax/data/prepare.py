@@ -84,9 +84,20 @@ def build(args: argparse.Namespace) -> tuple[prepared.RawDataset, dict, dict]:
 def main(argv=None) -> int:
   args = _parser().parse_args(argv)
   start = time.time()
+  from lgcd_jax import workdir_lock
   try:
-    from lgcd_jax import workdir_lock
     workdir_lock.acquire(args.output, "--output", beside=True)
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  try:
+    return _prepare(args, start)
+  finally:  # the lock file sits beside the output: leave no litter
+    workdir_lock.release(args.output, beside=True, remove=True)
+
+
+def _prepare(args: argparse.Namespace, start: float) -> int:
+  try:
     for name in ("input", "source_reviews", "source_meta", "target_reviews", "target_meta"):
       value = getattr(args, name, None)
       if value and not os.path.exists(value):
