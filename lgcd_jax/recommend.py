@@ -228,7 +228,8 @@ class Recommender:
     model = nnx.merge(graphdef, state)
     # One key per user (fold_in of its noise_id): its output does not depend on its line or batch.
     rng = user_keys.batch_keys(rng, batch)
-    return jax.lax.top_k(model.score(model.sample(batch, rng, sampler, steps)), topk)
+    # Streamed over item chunks (memory O(batch x chunk)); equal to lax.top_k of model.score.
+    return model.top_k(model.sample(batch, rng, sampler, steps), topk)
 
   def _batch(self, requests: list[dict]) -> tuple[dict, list[str]]:
     c = self.config

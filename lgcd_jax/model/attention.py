@@ -66,19 +66,34 @@ class MultiHeadAttention(nnx.Module):
     Returns:
       [B, Lq, d].
     """
+    return self.attend(x_q, *self.keys_values(x_kv), mask, rng)
+
+  def keys_values(self, x_kv: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The per-head keys and values [B, heads, Lk, head_dim] of x_kv [B, Lk, d].
+
+    They depend on the key tokens only, so a caller attending over the same tokens many times (the
+    reverse chain) computes them once and passes them to `attend`. Heads lead the token axis: the
+    batched matmuls of `attend` then read them without a transpose (on the CPU a transpose per
+    reverse step cost more than the whole attention).
+    """
+    return self._heads(self.key(x_kv)), self._heads(self.value(x_kv))
+
+  def _heads(self, x: jax.Array) -> jax.Array:
+    """[B, L, d] -> [B, heads, L, head_dim]."""
+    b, length, _ = x.shape
+    return x.reshape(b, length, self.heads, self.head_dim).transpose(0, 2, 1, 3)
+
+  def attend(self, x_q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
+             rng: jax.Array | None = None) -> jax.Array:
+    """Attends x_q [B, Lq, d] over keys/values [B, heads, Lk, head_dim] (`keys_values`); mask as in
+    `__call__`."""
     b, lq, _ = x_q.shape
-    lk = x_kv.shape[1]
-
-    def heads(x, length):
-      return x.reshape(b, length, self.heads, self.head_dim)
-
-    q = heads(self.query(x_q), lq)
-    k = heads(self.key(x_kv), lk)
-    v = heads(self.value(x_kv), lk)
-    logits = jnp.einsum("bqhc,bkhc->bhqk", q, k) * (self.head_dim ** -0.5)
+    lk = k.shape[2]
+    q = self._heads(self.query(x_q))
+    logits = jnp.einsum("bhqc,bhkc->bhqk", q, k) * (self.head_dim ** -0.5)
     mask = jnp.broadcast_to(mask, (b, lq, lk))[:, None]  # Same mask for every head.
     probs = dropout(self.attn_dropout, masked_softmax(logits, mask), rng)
-    ctx = jnp.einsum("bhqk,bkhc->bqhc", probs, v).reshape(b, lq, self.heads * self.head_dim)
+    ctx = jnp.einsum("bhqk,bhkc->bqhc", probs, v).reshape(b, lq, self.heads * self.head_dim)
     return self.out(ctx)
 
 
@@ -112,7 +127,20 @@ class CrossAttentionBlock(nnx.Module):
   def __call__(self, q: jax.Array, tokens: jax.Array, key_mask: jax.Array,
                rng: jax.Array | None = None) -> jax.Array:
     """q [B, Lq, d] over tokens [B, Lk, d]; key_mask bool [B, Lk]. Returns [B, Lq, d]."""
+    return self.step(q, self.keys_values(tokens), key_mask, rng)
+
+  def keys_values(self, tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """What the block computes from the tokens alone: the keys and values of LN(tokens).
+
+    The denoiser's condition tokens are fixed along the reverse chain, so sampling computes this
+    once per batch (`Denoiser.prepare`) instead of at every step.
+    """
+    return self.attn.keys_values(self.ln_kv(tokens))
+
+  def step(self, q: jax.Array, kv: tuple[jax.Array, jax.Array], key_mask: jax.Array,
+           rng: jax.Array | None = None) -> jax.Array:
+    """`__call__` with the tokens' keys and values precomputed by `keys_values`."""
     r_attn, r_drop1, r_ff, r_drop2 = split_rng(rng, 4)
-    h = self.attn(self.ln_q(q), self.ln_kv(tokens), key_mask[:, None, :], r_attn)
+    h = self.attn.attend(self.ln_q(q), kv[0], kv[1], key_mask[:, None, :], r_attn)
     q = q + dropout(self.drop, h, r_drop1)
     return q + dropout(self.drop, self.ff(self.ln_ff(q), r_ff), r_drop2)

@@ -65,7 +65,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from lgcd_jax.model import diffusion
+from lgcd_jax.model import diffusion, scoring
 from lgcd_jax.model.denoiser import CONDITIONINGS, Conditions, Denoiser
 from lgcd_jax.model.encoder import SequenceEncoder, last_state, next_item_loss
 from lgcd_jax.model.guesser import Guesser
@@ -270,6 +270,15 @@ class LGCD(nnx.Module):
       scores = scores + self.tgt_bias[...][None, :]
     return scores
 
+  def top_k(self, x0_hat: jax.Array, k: int, chunk: int | None = scoring.DEFAULT_CHUNK
+            ) -> tuple[jax.Array, jax.Array]:
+    """The k best items per row by `score` (0-based indices, ties to the lower index, as
+    `lax.top_k`), streamed over item chunks (`scoring.streaming_top_k`; chunk=None: all at once)."""
+    def item_fn(idx):
+      bias = self.tgt_bias[...][idx] if self.tgt_bias is not None else None
+      return self.tgt_table(idx + 1), bias
+    return scoring.streaming_top_k(x0_hat, item_fn, self.tgt_table.num_items, k, chunk)
+
   # --- training -----------------------------------------------------------------------------------
 
   def loss(self, batch: Batch, rng: jax.Array, train: bool = True
@@ -363,8 +372,40 @@ class LGCD(nnx.Module):
 
   # --- inference ----------------------------------------------------------------------------------
 
+  def sampling_denoiser(self, cond: Conditions, pathway: jax.Array, cached: bool = True,
+                        cfg_batched: bool | None = None):
+    """The reverse chain's `denoise_fn(x_t, t) -> x0_hat` for a batch's conditions.
+
+    cached=True (the default) runs `Denoiser.prepare` once here, so the condition-only work (token
+    LayerNorms, cross-attention keys and values, gate, condition parts of the fusion) is not
+    redone at every step; cached=False calls the whole denoiser per step (the reference, equal up
+    to float rounding). The samplers give every row the same step, so the step embedding is
+    computed once per step. cfg_batched picks CFG's form: one call over the stacked conditional
+    and null conditions (True) or two that share the x_t part (False); None picks by backend
+    (two on CPU, where they measured faster; one elsewhere).
+    """
+    batch_size = pathway.shape[0]
+    null = jnp.ones((batch_size,), bool)
+    if not cached:
+      def denoise_fn(x_t, t):
+        x0_hat, _ = self.denoiser(x_t, t, cond, pathway)
+        if self.conditioning == "cfg":
+          x0_uncond, _ = self.denoiser(x_t, t, cond, pathway, drop_cond=null)
+          x0_hat = diffusion.cfg_combine(x0_hat, x0_uncond, self.cfg_weight)
+        return x0_hat
+      return denoise_fn
+
+    cache = self.denoiser.prepare(cond, pathway)
+    if self.conditioning == "cfg":
+      if cfg_batched is None:
+        cfg_batched = jax.default_backend() != "cpu"
+      cache_null = self.denoiser.prepare(cond, pathway, drop_cond=null)
+      return lambda x_t, t: self.denoiser.step_cfg(x_t, t[0], cache, cache_null, self.cfg_weight,
+                                                   batched=cfg_batched)
+    return lambda x_t, t: self.denoiser.step(x_t, t[0], cache)[0]
+
   def sample(self, batch: Batch, rng: jax.Array, sampler: str | None = None,
-             steps: int | None = None) -> jax.Array:
+             steps: int | None = None, cached: bool = True) -> jax.Array:
     """Generates x0_hat [B, d] for an eval (or pair) batch on the real pathway.
 
     Args:
@@ -373,6 +414,7 @@ class LGCD(nnx.Module):
       sampler: "ddim" or "ddpm" (static); default config.model.sampler.
       steps: DDIM steps S (static); default config.model.sample_steps, capped at the chain length
         (T' with the guesser, T without). Ignored by DDPM, which visits every step.
+      cached: compute the condition-only work once per batch (see `sampling_denoiser`).
     """
     sampler = sampler or self.sampler
     if sampler not in SAMPLERS:
@@ -384,14 +426,7 @@ class LGCD(nnx.Module):
     if not self.use_diffusion:
       return guess
 
-    def denoise_fn(x_t, t):
-      x0_hat, _ = self.denoiser(x_t, t, cond, pathway)
-      if self.conditioning == "cfg":
-        x0_uncond, _ = self.denoiser(x_t, t, cond, pathway,
-                                     drop_cond=jnp.ones((batch_size,), bool))
-        x0_hat = diffusion.cfg_combine(x0_hat, x0_uncond, self.cfg_weight)
-      return x0_hat
-
+    denoise_fn = self.sampling_denoiser(cond, pathway, cached)
     start = self.guess_start_step if self.use_guesser else self.num_steps
     kwargs = dict(x_start=guess, start_step=start,
                   shape=None if self.use_guesser else (batch_size, self.d))

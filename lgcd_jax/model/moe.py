@@ -55,12 +55,29 @@ class MoEFusion(nnx.Module):
   def __call__(self, x: jax.Array, gate_in: jax.Array, rng: jax.Array | None = None
                ) -> tuple[jax.Array, jax.Array]:
     """x [B, in_dim], gate_in [B, gate_in_dim] -> (out [B, d], gate probs [B, E])."""
-    (r_drop,) = split_rng(rng, 1)
-    h = jax.nn.gelu(jnp.einsum("bi,eih->beh", x, self.w1[...]) + self.b1[...])
-    h = dropout(self.drop, h, r_drop)
-    y = jnp.einsum("beh,ehd->bed", h, self.w2[...]) + self.b2[...]
+    pre = jnp.einsum("bi,eih->beh", x, self.w1[...]) + self.b1[...]
+    return self.finish(pre, self.gate_probs(gate_in, x.shape[0], x.dtype), rng)
+
+  # The split form, for an input whose parts change at different rates (the reverse chain: the
+  # condition parts are fixed per batch, x_t changes at every step). The first layer is linear in
+  # the input, so it is a sum of per-part products with row slices of w1.
+
+  def gate_probs(self, gate_in: jax.Array, batch_size: int | None = None,
+                 dtype: jnp.dtype | None = None) -> jax.Array:
+    """Gate probabilities [B, E] (a column of ones without MoE)."""
     if self.use_moe:
-      probs = jax.nn.softmax(self.gate(gate_in), axis=-1)
-    else:
-      probs = jnp.ones((x.shape[0], 1), x.dtype)
+      return jax.nn.softmax(self.gate(gate_in), axis=-1)
+    return jnp.ones((batch_size or gate_in.shape[0], 1), dtype or gate_in.dtype)
+
+  def first_layer_part(self, x: jax.Array, start: int) -> jax.Array:
+    """x [B, w] times rows start..start+w of the first layer: [B, E, hidden], no bias."""
+    w = self.w1[...][:, start:start + x.shape[-1]]
+    return jnp.einsum("bi,eih->beh", x, w)
+
+  def finish(self, pre: jax.Array, probs: jax.Array, rng: jax.Array | None = None
+             ) -> tuple[jax.Array, jax.Array]:
+    """From the first layer's pre-activation [B, E, hidden] (bias included) to (out, probs)."""
+    (r_drop,) = split_rng(rng, 1)
+    h = dropout(self.drop, jax.nn.gelu(pre), r_drop)
+    y = jnp.einsum("beh,ehd->bed", h, self.w2[...]) + self.b2[...]
     return jnp.einsum("be,bed->bd", probs, y), probs

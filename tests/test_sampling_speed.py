@@ -1,0 +1,94 @@
+"""The fast sampling paths give what the plain ones give: the per-batch condition cache (issue 11)."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from test_lgcd import _batch, _config, _model
+
+
+def _sample(config, sampler: str, cfg_batched: bool | None = None):
+  """(per-step chain, cached chain) from one compiled function (one compile per case)."""
+  model = _model(config)
+  batch = {k: jnp.asarray(v) for k, v in _batch(config, batch_size=5).items()}
+  graphdef, state = nnx.split(model)
+
+  @jax.jit
+  def run(state, batch, rng):
+    m = nnx.merge(graphdef, state)
+    if cfg_batched is not None:  # the CFG form the backend would not pick by default
+      m.sampling_denoiser = functools.partial(m.sampling_denoiser, cfg_batched=cfg_batched)
+    return [m.sample(batch, rng, sampler, cached=c) for c in (False, True)]
+
+  return [np.asarray(x) for x in run(state, batch, jax.random.key(3))]
+
+
+# Two layers so that the cached keys/values of more than one block are exercised; MoE on and off.
+@pytest.mark.parametrize("conditioning", ["cross_attention", "linear", "cfg", "collab_only",
+                                          "semantic_only"])
+def test_cached_chain_equals_per_step_chain(conditioning):
+  config = _config(conditioning=conditioning, denoiser_layers=2,
+                   use_moe=conditioning != "linear")
+  per_step, cached = _sample(config, "ddim")
+  assert np.all(np.isfinite(cached))
+  np.testing.assert_allclose(cached, per_step, atol=1e-5, rtol=1e-5)
+
+
+def test_cached_batched_cfg_equals_per_step_ddpm():
+  # DDPM from pure noise (no guesser): the dmcdr-like chain, in the CFG form the CPU does not pick
+  # by default (one batched call; the ddim case above runs the CPU's two-call form).
+  config = _config(conditioning="cfg", use_guesser=False)
+  per_step, cached = _sample(config, "ddpm", cfg_batched=True)
+  np.testing.assert_allclose(cached, per_step, atol=1e-5, rtol=1e-5)
+
+
+def test_denoiser_step_matches_call_with_per_row_steps():
+  # `step` also takes one step per row (t [B]), as training's loss would.
+  config = _config(conditioning="cross_attention", denoiser_layers=2)
+  model = _model(config)
+  batch = {k: jnp.asarray(v) for k, v in _batch(config, batch_size=4).items()}
+  cond = model.conditions(batch)
+  pathway = model.pathway(batch["real"])
+  x_t = jax.random.normal(jax.random.key(0), (4, config.model.d))
+  t = jnp.array([0, 3, 7, 9], jnp.int32)
+  ref, ref_gate = model.denoiser(x_t, t, cond, pathway)
+  out, gate = model.denoiser.step(x_t, t, model.denoiser.prepare(cond, pathway))
+  np.testing.assert_allclose(out, ref, atol=1e-5, rtol=1e-5)
+  np.testing.assert_allclose(gate, ref_gate, atol=1e-6)
+
+
+# --- streaming top-k ------------------------------------------------------------------------------
+
+from lgcd_jax.model import scoring  # noqa: E402
+
+
+@pytest.mark.parametrize("chunk", [7, 16, 50, 64])
+def test_streaming_top_k_equals_full_top_k_with_ties(chunk):
+  rs = np.random.RandomState(0)
+  n, d, k = 50, 4, 9
+  # Integer-valued features give many exactly equal scores across and within chunks.
+  emb = jnp.asarray(rs.randint(-1, 2, (n, d)).astype(np.float32))
+  bias = jnp.asarray(rs.randint(0, 2, n).astype(np.float32))
+  x = jnp.asarray(rs.randint(-1, 2, (6, d)).astype(np.float32))
+  item_fn = lambda idx: (emb[idx], bias[idx])
+  want_v, want_i = jax.lax.top_k(x @ emb.T + bias[None], k)
+  got_v, got_i = jax.jit(scoring.streaming_top_k, static_argnums=(1, 2, 3, 4))(
+      x, item_fn, n, k, chunk)
+  np.testing.assert_array_equal(got_i, want_i)
+  np.testing.assert_array_equal(got_v, want_v)
+
+
+def test_model_top_k_equals_top_k_of_score():
+  config = _config(item_bias=True)
+  model = _model(config)
+  x = jax.random.normal(jax.random.key(1), (3, config.model.d))
+  want_v, want_i = jax.lax.top_k(model.score(x), 5)
+  got_v, got_i = model.top_k(x, 5, chunk=6)  # 20 items: chunks of 6, the last one padded
+  np.testing.assert_array_equal(got_i, want_i)
+  np.testing.assert_allclose(got_v, want_v, rtol=1e-6, atol=1e-6)
