@@ -7,8 +7,13 @@ spread), and the analytic floor from XLA's cost analysis: FLOPs and bytes access
 FLOP/s, and against the device's peak where known, whether the setting is compute- or memory-bound
 (arithmetic intensity vs the device's ridge point; on a device without data-sheet figures, such as a CPU, the peak is measured with a large matmul and a large array copy). `--json` prints one JSON object:
 
-  {"device", "config", "sampling": [{"batch_size", "sampler", "steps", "precision", "users_per_s",
-    "compile_s", "flops_per_user", "bytes_per_user", ...}, ...], "train": {"batch_size", "users_per_s"}}
+  {"device", "backend", "devices", "config", "sampling": [{"batch_size", "sampler", "steps",
+    "precision", "users_per_s", "compile_s", "flops_per_user", "bytes_per_user", "peak_bytes",
+    "topk_chunk", "items", ...}, ...], "train": {"batch_size", "users_per_s"}}
+  (+ "topk" with --topk_sweep, "catalogue" with --catalogue, "peer" with --compare_peer)
+
+The top-10 is streamed over item chunks (`lgcd_jax.model.scoring`). `--backend=gpu` / `--require_device`
+exit with status 2 and one line when JAX sees no such device.
 
 With `--workdir` holding a trained run, the best checkpoint is benchmarked; otherwise a freshly
 initialised model of the same shape (throughput does not depend on the weights).
@@ -16,6 +21,7 @@ initialised model of the same shape (throughput does not depend on the weights).
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 import sys
@@ -92,31 +98,71 @@ def _time(fn, repeats: int) -> list[float]:
   return times
 
 
-def _denoiser_step_cost(graphdef, state, batch) -> tuple[float | None, float | None]:
-  """FLOPs and bytes of one reverse step: (conditions + one denoiser call) - (conditions)."""
+def _denoiser_step_cost(graphdef, state, batch, cfg_batched: bool | None = None
+                        ) -> tuple[float | None, float | None]:
+  """FLOPs and bytes of one reverse step, as the sampler runs it (the cached denoiser, both CFG
+  predictions): (setup + two chained steps) - (setup + one step), at different steps so that
+  nothing of the second step is shared with the first."""
   from flax import nnx
 
-  def conditions(state, batch):
-    model, _ = nnx.merge(graphdef, state)
-    return model.conditions(batch)
-
-  def one_step(state, batch):
+  def chain(state, batch, n):
     model, _ = nnx.merge(graphdef, state)
     cond = model.conditions(batch)
     b = batch["src"].shape[0]
-    pathway = model.pathway(jnp.ones((b,), jnp.int32))
-    x = jnp.zeros((b, model.d), cond.collab_pooled.dtype)
-    return model.denoiser(x, jnp.zeros((b,), jnp.int32), cond, pathway)[0]
+    denoise_fn = model.sampling_denoiser(cond, model.pathway(jnp.ones((b,), jnp.int32)),
+                                         cfg_batched=cfg_batched)
+    x = cond.collab_pooled
+    for i in range(n):
+      x = denoise_fn(x, jnp.full((b,), i, jnp.int32)).astype(x.dtype)
+    return x
 
-  f1, b1 = _cost(jax.jit(one_step).lower(state, batch).compile())
-  f0, b0 = _cost(jax.jit(conditions).lower(state, batch).compile())
-  if None in (f1, f0, b1, b0):
+  f2, b2 = _cost(jax.jit(chain, static_argnums=2).lower(state, batch, 2).compile())
+  f1, b1 = _cost(jax.jit(chain, static_argnums=2).lower(state, batch, 1).compile())
+  if None in (f1, f2, b1, b2):
     return None, None
-  return max(f1 - f0, 0.0), max(b1 - b0, 0.0)
+  return max(f2 - f1, 0.0), max(b2 - b1, 0.0)
+
+
+def _memory(compiled) -> dict:
+  """XLA's memory analysis of a compiled function: peak, temporaries and arguments, in bytes."""
+  try:
+    m = compiled.memory_analysis()
+  except Exception:  # some backends do not implement it
+    return {}
+  if m is None:
+    return {}
+  temp, args = int(m.temp_size_in_bytes), int(m.argument_size_in_bytes)
+  out, alias = int(m.output_size_in_bytes), int(m.alias_size_in_bytes)
+  # Live at once at worst: arguments, outputs and temporaries (less what outputs alias). The CPU
+  # client's own peak_memory_in_bytes field reads lower than the temporaries alone, so it is not used.
+  return {"peak_bytes": args + out + temp - alias, "temp_bytes": temp, "argument_bytes": args}
+
+
+def _topk_cost_gap(graphdef, state, batch_size: int, d: int, dtype, chunk: int | None
+                   ) -> tuple[float, float]:
+  """What XLA's cost analysis misses of a streamed top-k: it counts the chunk loop's body once,
+  so (full scores + top-k) - (streamed) stands in for the other chunks' scoring."""
+  if chunk is None:
+    return 0.0, 0.0
+  from flax import nnx
+  x = jnp.zeros((batch_size, d), dtype)
+  costs = []
+  for c in (None, chunk):
+    fn = jax.jit(lambda state, x, c=c: nnx.merge(graphdef, state)[0].top_k(x, 10, c))
+    costs.append(_cost(fn.lower(state, x).compile()))
+  (f_full, b_full), (f_stream, b_stream) = costs
+  if None in (f_full, b_full, f_stream, b_stream):
+    return 0.0, 0.0
+  return max(f_full - f_stream, 0.0), max(b_full - b_stream, 0.0)
 
 
 def bench_sampling(setup, state, batch_size: int, sampler: str, steps: int, precision: str,
-                   repeats: int, peak: dict | None = None) -> dict:
+                   repeats: int, peak: dict | None = None, topk_chunk: int | None = None,
+                   graphdef=None, run: bool = True, cfg_batched: bool | None = None) -> dict:
+  """One sampling row. topk_chunk: items per chunk of the streamed top-k (None: full scores, then
+  `lax.top_k`). graphdef: another model's (e.g. a synthetic catalogue), with its state. run=False:
+  compile and analyse only (FLOPs, memory), no timing. cfg_batched: CFG's form (see
+  `LGCD.sampling_denoiser`; None: the backend's default)."""
   from lgcd_jax import sharding
   from lgcd_jax.data import pipeline
   from flax import nnx
@@ -129,13 +175,14 @@ def bench_sampling(setup, state, batch_size: int, sampler: str, steps: int, prec
   dtype = jnp.bfloat16 if precision == "bfloat16" else jnp.float32
   batch = sharding.put_batch(setup.mesh, _cast_floats(host, dtype))
   model_state = _cast_floats(state, dtype)
-  graphdef = setup.graphdef
+  graphdef = graphdef or setup.graphdef
 
   @jax.jit
   def recommend(state, batch, rng):
     model, _ = nnx.merge(graphdef, state)
-    scores = model.score(model.sample(batch, rng, sampler, steps))
-    return jax.lax.top_k(scores.astype(jnp.float32), 10)
+    if cfg_batched is not None:
+      model.sampling_denoiser = functools.partial(model.sampling_denoiser, cfg_batched=cfg_batched)
+    return model.top_k(model.sample(batch, rng, sampler, steps), 10, topk_chunk)
 
   rng = jax.random.key(0)
   start = time.perf_counter()
@@ -143,12 +190,18 @@ def bench_sampling(setup, state, batch_size: int, sampler: str, steps: int, prec
   compile_s = time.perf_counter() - start
   flops, bytes_ = _cost(compiled)
   # XLA's cost analysis counts a loop body once: add the other steps-1 denoiser calls by hand.
-  step_flops, step_bytes = _denoiser_step_cost(graphdef, model_state, batch)
+  step_flops, step_bytes = _denoiser_step_cost(graphdef, model_state, batch, cfg_batched)
   if flops and step_flops:
     flops += (steps - 1) * step_flops
   if bytes_ and step_bytes:
     bytes_ += (steps - 1) * step_bytes
-  times = _time(lambda: compiled(model_state, batch, rng), repeats)
+  gap_flops, gap_bytes = _topk_cost_gap(graphdef, model_state, batch_size, setup.config.model.d,
+                                        dtype, topk_chunk)
+  if flops:
+    flops += gap_flops
+  if bytes_:
+    bytes_ += gap_bytes
+  times = _time(lambda: compiled(model_state, batch, rng), repeats) if run else [float("nan")]
   median = statistics.median(times)
   row = {
       "batch_size": batch_size, "sampler": sampler, "steps": steps, "precision": precision,
@@ -156,10 +209,12 @@ def bench_sampling(setup, state, batch_size: int, sampler: str, steps: int, prec
       "spread_s": max(times) - min(times),
       "flops_per_user": flops / batch_size if flops else None,
       "bytes_per_user": bytes_ / batch_size if bytes_ else None,
+      "topk_chunk": topk_chunk, "items": int(nnx.merge(graphdef, state)[0].tgt_table.num_items),
+      **_memory(compiled),
   }
-  if flops:
+  if flops and run:
     row["achieved_flops_per_s"] = flops / median
-  if peak and flops and bytes_:
+  if peak and flops and bytes_ and run:
     row["peak_fraction"] = row["achieved_flops_per_s"] / peak[precision]
     intensity = flops / bytes_
     ridge = peak[precision] / peak["bandwidth"]
@@ -190,8 +245,82 @@ def bench_train(setup, state, steps: int) -> dict:
           "compile_s": compile_s, "steps": steps}
 
 
+def bench_topk(setup, state, batch_size: int, chunks, repeats: int) -> list[dict]:
+  """Scoring every target item + top-10 alone, per top-k method: full scores then `lax.top_k`
+  (chunk None) or the streamed running top-k over chunks of each size."""
+  from flax import nnx
+  graphdef = setup.graphdef
+  x = jax.random.normal(jax.random.key(0), (batch_size, setup.config.model.d))
+  rows = []
+  for chunk in chunks:
+    fn = jax.jit(lambda state, x, chunk=chunk: nnx.merge(graphdef, state)[0].top_k(x, 10, chunk))
+    compiled = fn.lower(state, x).compile()
+    median = statistics.median(_time(lambda: compiled(state, x), repeats))
+    rows.append({"batch_size": batch_size, "topk_chunk": chunk, "median_s": median,
+                 "users_per_s": batch_size / median, **_memory(compiled)})
+  return rows
+
+
+def bench_catalogue(setup, batch_size: int, num_items: int, topk_chunk: int | None,
+                    repeats: int) -> list[dict]:
+  """Sampling (the config's default sampler) + top-10 over a synthetic catalogue of num_items
+  target items (fresh weights, no titles) at float32: the streamed top-k timed, with its peak
+  memory, and the full-scores top-k compiled only, for its peak memory."""
+  from flax import nnx
+  from lgcd_jax import sharding
+  from lgcd_jax.model.lgcd import LGCD
+  c = setup.config
+  m = c.model
+  model = LGCD(c, setup.ds.num_items(_src_domain(c)), num_items, rngs=nnx.Rngs(0))
+  graphdef, state = nnx.split((model, None))
+  state = sharding.put_replicated(setup.mesh, state)
+  chain = m.guess_start_step if m.use_guesser else m.diffusion_steps
+  sampler = m.sampler
+  steps = min(m.sample_steps, chain) if sampler == "ddim" else chain
+  rows = []
+  for chunk, run in ((topk_chunk, True), (None, False)):
+    rows.append(bench_sampling(setup, state, batch_size, sampler, steps, "float32", repeats,
+                               topk_chunk=chunk, graphdef=graphdef, run=run))
+  return rows
+
+
+def _src_domain(config) -> str:
+  from lgcd_jax.data.prepared import direction_domains
+  return direction_domains(config.direction)[0]
+
+
+def device_info() -> dict:
+  """The backend and devices this process runs on."""
+  return {"backend": jax.default_backend(),
+          "devices": [f"{d.platform}:{d.id} {d.device_kind}" for d in jax.devices()]}
+
+
+def require_backend(backend: str | None, require_device: bool) -> str | None:
+  """None when the request is met, else the one line to fail with. backend: "cpu", "gpu", "tpu"
+  (None: JAX's default); require_device: an accelerator (not the CPU) must be visible."""
+  if backend:
+    if backend == "cpu":
+      jax.config.update("jax_platforms", "cpu")
+    try:
+      found = jax.devices(backend)
+    except RuntimeError:
+      found = []
+    if not found:
+      return (f"bench: --backend={backend} asked for, but JAX sees no {backend} device "
+              f"(default backend: {jax.default_backend()}); install the matching extra (README, "
+              f"'Devices and hosts') or drop the flag")
+  if require_device and jax.default_backend() == "cpu":
+    return ("bench: --require_device asked for an accelerator, but JAX sees only the CPU; install "
+            "the matching extra (README, 'Devices and hosts') or drop the flag")
+  return None
+
+
 def run(config, workdir: str | None, batch_sizes, precisions, repeats: int, train_steps: int,
-        quick: bool) -> dict:
+        quick: bool, *, topk_chunk: int | None = None, topk_sweep=(), catalogue: int = 0,
+        cfg_batched: bool | None = None) -> dict:
+  """The whole benchmark. topk_chunk: the streamed top-k's chunk (None: the model default,
+  0: full scores); topk_sweep: chunk sizes to time scoring + top-k alone at (0: full);
+  catalogue: items of a synthetic-catalogue row (0: none); train_steps=0: no train step."""
   from lgcd_jax import checkpoint, sharding, train
   from lgcd_jax.data import loading
   workdir = Path(workdir or "workdirs/bench")
@@ -206,6 +335,8 @@ def run(config, workdir: str | None, batch_sizes, precisions, repeats: int, trai
       raise UserError(f"{e}; retrain, or bench fresh weights with another --workdir") from e
     if restored is not None:
       state = sharding.put_replicated(setup.mesh, restored[0])
+  from lgcd_jax.model import scoring
+  topk_chunk = scoring.DEFAULT_CHUNK if topk_chunk is None else (topk_chunk or None)
   m = setup.config.model
   chain = m.guess_start_step if m.use_guesser else m.diffusion_steps
   samplers = [("ddim", min(m.sample_steps, chain)), ("ddpm", chain)]
@@ -218,15 +349,59 @@ def run(config, workdir: str | None, batch_sizes, precisions, repeats: int, trai
     sharding.check_batch_size(b, "sampling batch size")
     for sampler, steps in samplers:
       for precision in precisions:
-        rows.append(bench_sampling(setup, state, b, sampler, steps, precision, repeats, peak))
+        rows.append(bench_sampling(setup, state, b, sampler, steps, precision, repeats, peak,
+                                   topk_chunk=topk_chunk, cfg_batched=cfg_batched))
         print(_format_row(rows[-1]), file=sys.stderr, flush=True)
-  return {
+  result = {
       "device": f"{jax.device_count()} x {device.device_kind} ({device.platform})",
+      **device_info(),
       "peak": peak,
       "config": setup.config.to_dict(),
       "sampling": rows,
-      "train": bench_train(setup, state, train_steps),
   }
+  if topk_sweep:
+    result["topk"] = bench_topk(setup, state, batch_sizes[0],
+                                [int(c) or None for c in topk_sweep], repeats)
+  if catalogue:
+    result["catalogue"] = bench_catalogue(setup, batch_sizes[0], int(catalogue), topk_chunk,
+                                          max(1, min(repeats, 2)))
+  if train_steps:
+    result["train"] = bench_train(setup, state, train_steps)
+  return result
+
+
+PEER_SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "torch_peer.py"
+
+
+def run_peer(python: str, result: dict, batch_size: int, repeats: int) -> dict:
+  """Runs benchmarks/torch_peer.py under `python` (one with torch) at this run's shapes: T = the
+  DDPM row's steps, the batch, d, target items, source sequence length, layers, heads, CFG weight."""
+  import subprocess
+  c = result["config"]
+  m = c["model"]
+  ddpm = next((r for r in result["sampling"] if r["sampler"] == "ddpm"), None)
+  steps = ddpm["steps"] if ddpm else m["diffusion_steps"]
+  items = result["sampling"][0]["items"]
+  args = [python, str(PEER_SCRIPT), f"--T={steps}", f"--batch={batch_size}", f"--d={m['d']}",
+          f"--items={items}", f"--seq_len={c['data']['maxlen']}",
+          f"--layers={m['encoder_layers']}", f"--heads={m['heads']}",
+          f"--cfg_weight={m['cfg_weight']}", f"--repeats={repeats}", "--json"]
+  proc = subprocess.run(args, capture_output=True, text=True)
+  if proc.returncode != 0:
+    raise RuntimeError(f"torch peer failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
+  peer = json.loads(proc.stdout.strip().splitlines()[-1])
+  peer["command"] = " ".join(args[1:])
+  return peer
+
+
+def print_peer(result: dict) -> None:
+  peer = result["peer"]
+  print(f"torch peer (DDPM-{peer['T']} + CFG, batch {peer['batch']}, {peer['items']:,} items, "
+        f"torch {peer['torch']}, {peer['threads']} threads): {peer['users_per_s']:,.0f} users/s")
+  for r in result["sampling"]:
+    if r["batch_size"] == peer["batch"]:
+      print(f"  lgcd-jax {r['sampler']}-{r['steps']} {r['precision']}: "
+            f"{r['users_per_s']:,.0f} users/s = {r['users_per_s'] / peer['users_per_s']:.2f}x the peer")
 
 
 def _format_row(r: dict) -> str:
@@ -253,7 +428,20 @@ def _define_flags():
   flags.DEFINE_list("batch_sizes", ["256", "1024", "4096", "16384"], "Sampling batch sizes.")
   flags.DEFINE_list("precisions", ["float32", "bfloat16"], "Sampling precisions.")
   flags.DEFINE_integer("repeats", 5, "Timed calls per setting.")
-  flags.DEFINE_integer("train_steps", 20, "Timed train steps.")
+  flags.DEFINE_integer("train_steps", 20, "Timed train steps (0: no train row).")
+  flags.DEFINE_integer("topk_chunk", None, "Items per chunk of the streamed top-k (default: "
+                       "lgcd_jax.model.scoring.DEFAULT_CHUNK; 0: full scores, then lax.top_k).")
+  flags.DEFINE_list("topk_sweep", [], "Also time scoring + top-10 alone at these chunk sizes "
+                    "(0: full scores), at the first batch size.")
+  flags.DEFINE_integer("catalogue", 0, "Also a row over a synthetic catalogue of this many target "
+                       "items (e.g. 1000000), with XLA's peak memory of the compiled function.")
+  flags.DEFINE_enum("cfg_form", "auto", ["auto", "batched", "two"], "CFG's conditional and "
+                    "unconditional predictions: one batched call, two calls, or the backend's pick.")
+  flags.DEFINE_enum("backend", None, ["cpu", "gpu", "tpu"], "Run on this backend; exit 2 if JAX "
+                    "sees none of its devices.")
+  flags.DEFINE_bool("require_device", False, "Exit 2 unless an accelerator (not the CPU) is seen.")
+  flags.DEFINE_string("compare_peer", None, "A Python with torch: also run benchmarks/torch_peer.py "
+                      "at this config's shapes and print users/s ratios.")
   flags.mark_flags_as_required(["config"])
 
 
@@ -261,6 +449,10 @@ def main(argv):
   del argv
   from lgcd_jax import cli, config_check
   f = flags.FLAGS
+  failure = require_backend(f.backend, f.require_device)
+  if failure:
+    print(failure, file=sys.stderr)
+    sys.exit(2)
   config = cli.config_value("config")
   with cli.user_errors():
     config_check.validate(config)
@@ -268,11 +460,16 @@ def main(argv):
       batch_sizes = [int(b) for b in f.batch_sizes]
     except ValueError:
       raise cli.UserError(f"--batch_sizes must be integers, got {','.join(f.batch_sizes)}") from None
-    result = run(config, f.workdir, batch_sizes, f.precisions, f.repeats, f.train_steps, f.quick)
+    result = run(config, f.workdir, batch_sizes, f.precisions, f.repeats, f.train_steps, f.quick,
+                 topk_chunk=f.topk_chunk, topk_sweep=f.topk_sweep, catalogue=f.catalogue,
+                 cfg_batched={"auto": None, "batched": True, "two": False}[f.cfg_form])
+    if f.compare_peer:
+      result["peer"] = run_peer(f.compare_peer, result, batch_sizes[0], f.repeats)
   if f.json:
     print(json.dumps(result))
     return
-  print(f"device: {result['device']}")
+  print(f"device: {result['device']}; backend {result['backend']}, devices "
+        f"{', '.join(result['devices'])}")
   if result["peak"]:
     p = result["peak"]
     print(f"peak ({'measured: large matmul / array copy' if p.get('measured') else 'data sheet'}): "
@@ -281,9 +478,27 @@ def main(argv):
   print(HEADER)
   for row in result["sampling"]:
     print(_format_row(row))
-  t = result["train"]
-  print(f"train step: batch {t['batch_size']}, {t['users_per_s']:,.0f} users/s "
-        f"(compile {t['compile_s']:.1f}s)")
+  for r in result.get("topk", []):
+    print(f"score + top-10 only: batch {r['batch_size']}, chunk {r['topk_chunk'] or 'full'}: "
+          f"{r['median_s'] * 1e3:.1f} ms ({r['users_per_s']:,.0f} users/s), peak "
+          f"{_mb(r.get('peak_bytes'))}")
+  for r in result.get("catalogue", []):
+    timed = r["median_s"] == r["median_s"]  # not NaN
+    print(f"catalogue {r['items']:,} items, batch {r['batch_size']}, {r['sampler']}-{r['steps']}, "
+          f"top-k chunk {r['topk_chunk'] or 'full'}: "
+          + (f"{r['users_per_s']:,.0f} users/s, " if timed else "compiled only, ")
+          + f"{r['flops_per_user']:.3e} FLOPs/user, peak {_mb(r.get('peak_bytes'))} "
+          f"(temporaries {_mb(r.get('temp_bytes'))}, arguments {_mb(r.get('argument_bytes'))})")
+  if "train" in result:
+    t = result["train"]
+    print(f"train step: batch {t['batch_size']}, {t['users_per_s']:,.0f} users/s "
+          f"(compile {t['compile_s']:.1f}s)")
+  if "peer" in result:
+    print_peer(result)
+
+
+def _mb(n) -> str:
+  return "-" if n is None else f"{n / 2**20:,.0f} MiB"
 
 
 if __name__ == "__main__":

@@ -10,12 +10,12 @@ def test_quick_bench_reports_every_field(trained_tiny):
   # On a trained workdir the bench restores its best checkpoint (and reuses its prepared data).
   result = bench.run(tiny.get_config(), str(trained_tiny[0]), [64], ["float32"], 2, 2, quick=True)
   json.dumps(result)  # the --json output must serialise
-  assert set(result) >= {"device", "config", "sampling", "train"}
+  assert set(result) >= {"device", "backend", "devices", "config", "sampling", "train"}
   samplers = {row["sampler"] for row in result["sampling"]}
   assert samplers == {"ddim", "ddpm"}
   for row in result["sampling"]:
     assert set(row) >= {"batch_size", "sampler", "steps", "precision", "users_per_s", "compile_s",
-                        "flops_per_user", "bytes_per_user"}
+                        "flops_per_user", "bytes_per_user", "peak_bytes", "items"}
     assert row["users_per_s"] > 0 and row["flops_per_user"] > 0
   ddpm = next(r for r in result["sampling"] if r["sampler"] == "ddpm")
   ddim = next(r for r in result["sampling"] if r["sampler"] == "ddim")
@@ -28,3 +28,16 @@ def test_quick_bench_reports_every_field(trained_tiny):
 def test_peak_table_lookup():
   assert bench.device_peak("NVIDIA H200")["bfloat16"] > 0
   assert bench.device_peak("cpu") is None
+
+
+def test_asking_for_a_missing_accelerator_fails_with_one_line():
+  import jax
+  import pytest
+  if jax.default_backend() != "cpu":
+    pytest.skip("an accelerator is visible")
+  for backend, require in (("gpu", False), (None, True)):
+    message = bench.require_backend(backend, require)
+    assert message and "\n" not in message and message.startswith("bench:")
+  assert bench.require_backend(None, False) is None
+  info = bench.device_info()
+  assert info["backend"] == "cpu" and info["devices"]
