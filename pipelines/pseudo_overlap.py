@@ -277,6 +277,8 @@ def run(config, opts: Options) -> dict:
       raise PipelineError(str(e)) from None
   out = Path(opts.out)
   out.mkdir(parents=True, exist_ok=True)
+  from lgcd_jax import workdir_lock
+  workdir_lock.acquire(out, "--out")  # one process per --out (its shards, summary and cache)
   ds = loading.load_dataset(config, out)
   try:
     tasks = users.select_users(ds, direction, opts.users, opts.limit)
@@ -573,13 +575,11 @@ def main(argv) -> None:
   for handler in logging.getLogger().handlers + logging.getLogger("absl").handlers:
     handler.addFilter(_Redact())
   fl = flags.FLAGS
-  from lgcd_jax import cli, config_check, workdir_lock
+  from lgcd_jax import cli, config_check
   opts = Options(**{f.name: fl[f.name].value for f in dataclasses.fields(Options)})
   config = cli.config_value("config")
   try:
     config_check.validate(config)
-    if opts.out:  # one process per --out (its shards, summary and cache)
-      workdir_lock.acquire(opts.out, "--out")
     summary = run(config, opts)
   except (PipelineError, DataError, cli.UserError) as e:
     print(f"error: {backends.redact(e)}", file=sys.stderr)
