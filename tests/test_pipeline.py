@@ -296,7 +296,8 @@ def test_eval_covers_every_user_once(ds):
   spec = {"src": (np.int32, (MAXLEN,)), "clue": (np.int32, (CLUE_LEN,)),
           "clue_sim": (np.float32, (CLUE_LEN,)), "summary": (np.float32, (TEXT_DIM,)),
           "has_summary": (np.float32, ()), "label": (np.int32, ()), "negatives": (np.int32, (4,)),
-          "weight": (np.float32, ()), "user": (np.int32, ())}
+          "weight": (np.float32, ()), "user": (np.int32, ()),
+          "noise_id": (np.uint32, ())}  # each user's own sampling-noise key (lgcd_jax.user_keys)
   for b in batches:
     check_spec(b, spec, 2)
   weight = np.concatenate([b["weight"] for b in batches])
