@@ -60,7 +60,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.model.conditioning = "cross_attention"  # cross_attention | linear | cfg | collab_only | semantic_only
   c.model.cfg_dropout = 0.1
   c.model.cfg_weight = 2.0
-  c.model.id_init = "random"  # random | mf: ID embeddings from the joint MF's item factors
+  c.model.id_init = "random"  # random | mf | mf_scores: ID embeddings from the joint MF's item factors
+  # "mf": x0_hat is generated around a learned position-weighted sum of the source items' features
+  # (with id_init="mf_scores", the joint MF's fold-in at initialisation); "none": from scratch.
+  c.model.anchor = "none"  # none | mf
   c.model.item_bias = False  # score = <x0_hat, e_i> + b_i (a learned per-item popularity prior)
   c.model.item_bias_init = "zero"  # zero | log_popularity (over all target-domain training users)
   c.model.use_diffusion = True

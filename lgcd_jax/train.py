@@ -116,21 +116,27 @@ def id_init(config, ds: PreparedDataset) -> tuple[np.ndarray | None, np.ndarray 
 
   model.id_init = "mf" starts both tables from the rank-d item factors of the joint factorisation
   over all training users (DESIGN.md §2: the strongest simple baseline's structure), each table
-  rescaled to unit mean row norm, the scale of the random initialisation.
+  rescaled to unit mean row norm, the scale of the random initialisation. "mf_scores" does the
+  same with the MF baseline's target rescaling ((deg + 1)^baselines.mf_item_power) folded into the
+  target table, so that <sum of a user's source rows, e_i> ranks exactly as the MF baseline does
+  (what model.anchor = "mf" builds on).
   """
-  if config.model.get("id_init", "random") == "random":
+  how = config.model.get("id_init", "random")
+  if how == "random":
     return None, None
-  if config.model.id_init != "mf":
-    raise ValueError(f"model.id_init must be 'random' or 'mf', got {config.model.id_init!r}")
+  if how not in ("mf", "mf_scores"):
+    raise ValueError(f"model.id_init must be 'random', 'mf' or 'mf_scores', got {how!r}")
   from lgcd_jax.baselines import mf
-  joint = mf.JointMF(ds, config.direction, config, rank=int(config.model.d), item_power=0.0,
+  power = float(config.baselines.mf_item_power) if how == "mf_scores" else 0.0
+  joint = mf.JointMF(ds, config.direction, config, rank=int(config.model.d), item_power=power,
                      seed=config.seed)
 
   def unit_scale(v):
     v = np.asarray(v, np.float32)
     return v / max(float(np.mean(np.linalg.norm(v, axis=1))), 1e-8)
 
-  return unit_scale(joint.v_src), unit_scale(joint.v_tgt)
+  tgt = np.asarray(joint.v_tgt) * np.asarray(joint.tgt_scale)[:, None]
+  return unit_scale(joint.v_src), unit_scale(tgt)
 
 
 def bias_init(config, ds: PreparedDataset) -> np.ndarray | None:

@@ -335,3 +335,33 @@ def test_dmcdr_scores_do_not_depend_on_the_clue():
   np.testing.assert_array_equal(np.asarray(sem_a), np.asarray(sem_b))
   np.testing.assert_array_equal(np.asarray(scores_a), np.asarray(scores_b))
   assert float(loss_a) == float(loss_b)
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
+def test_untrained_mf_anchor_ranks_as_the_fold_in_and_learns_position_weights(sampler):
+  """model.anchor = "mf": before training, the gates on what the networks add are zero and the title
+  projections silent, so the sampled x0_hat is the sum of the source rows (the MF fold-in when the
+  tables hold the MF's factors) whatever the sampler, noise or clue; the position weights then
+  reweight the sequence, most recent item last."""
+  c = _config(anchor="mf", item_bias=False)
+  rs = np.random.RandomState(3)
+  src_init = rs.randn(NUM_SRC, c.model.d).astype(np.float32)
+  tgt_init = rs.randn(NUM_TGT, c.model.d).astype(np.float32)
+  text_dim = c.clues.text_dim
+  model = LGCD(c, NUM_SRC, NUM_TGT, _titles(NUM_SRC, text_dim, 1), _titles(NUM_TGT, text_dim, 2),
+               rngs=nnx.Rngs(0), src_id_init=src_init, tgt_id_init=tgt_init)
+  batch = _batch(c)
+  counts = np.zeros((B, NUM_SRC + 1))
+  for row, items in enumerate(batch["src"]):
+    np.add.at(counts[row], items, 1.0)
+  want = counts[:, 1:] @ src_init @ tgt_init.T
+  for seed in (0, 1):
+    got = model.score(model.sample(batch, jax.random.key(seed), sampler=sampler))
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-3)
+
+  decay = 0.5 ** np.arange(c.data.maxlen)[::-1]  # weight 1 for the last column, halving backwards
+  model.anchor_position[...] = jnp.asarray(np.log(np.expm1(decay)), jnp.float32)
+  weighted = np.stack([(decay[:, None] * np.vstack([np.zeros(c.model.d), src_init])[row]).sum(0)
+                       for row in batch["src"]])
+  np.testing.assert_allclose(np.asarray(model.anchor(jnp.asarray(batch["src"]))), weighted,
+                             rtol=1e-4, atol=1e-4)

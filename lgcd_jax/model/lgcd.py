@@ -77,6 +77,9 @@ Batch = dict[str, Any]
 # `train.encoder_negatives` field (see `encoder.next_item_loss`).
 DEFAULT_ENCODER_NEGATIVES = 256
 SAMPLERS = ("ddpm", "ddim")
+ANCHORS = ("none", "mf")
+# softplus^-1(1): every source position starts with weight 1, i.e. the joint MF's plain fold-in.
+_UNIT_SOFTPLUS = float(np.log(np.e - 1.0))
 
 
 def _weighted_mean(values: jax.Array, row_weight: jax.Array, num_rows: jax.Array) -> jax.Array:
@@ -145,6 +148,9 @@ class LGCD(nnx.Module):
     self.encoder_negatives = int(t.get("encoder_negatives", DEFAULT_ENCODER_NEGATIVES))
     self.joint_encoder_weight = float(t.get("joint_encoder_weight", 0.0))
     self.clue_len = int(config.data.clue_len)
+    self.anchor_mode = str(m.get("anchor", "none"))
+    if self.anchor_mode not in ANCHORS:
+      raise ValueError(f"model.anchor must be one of {ANCHORS}, got {self.anchor_mode!r}")
     text_dim = int(config.clues.text_dim)
 
     self.src_table = ItemTable(num_src_items, d, src_title_emb, rngs=rngs, id_init=src_id_init)
@@ -175,6 +181,17 @@ class LGCD(nnx.Module):
                              conditioning=self.conditioning, use_moe=self.use_moe,
                              dropout_rate=m.dropout)
     self.guesser = Guesser(4 * d, d, rngs=rngs, dropout_rate=m.dropout)
+
+    if self.anchor_mode == "mf":
+      # The collaborative anchor (see `anchor`): learned weights per source position, a logit
+      # scale, and ReZero-style gates [guess, denoiser] on what the networks add to the anchor, so
+      # that the untrained model ranks exactly as the joint MF whose factors fill the item tables.
+      self.anchor_position = nnx.Param(jnp.full((int(config.data.maxlen),), _UNIT_SOFTPLUS))
+      self.anchor_scale = nnx.Param(jnp.ones(()))
+      self.residual_gate = nnx.Param(jnp.zeros((2,)))
+      for table in (self.src_table, self.tgt_table):
+        if table.title_proj is not None:  # titles start silent: the tables start as the MF's
+          table.title_proj.kernel[...] = jnp.zeros_like(table.title_proj.kernel[...])
 
   # --- pieces -------------------------------------------------------------------------------------
 
@@ -257,6 +274,28 @@ class LGCD(nnx.Module):
     states = self.tgt_encoder(self.tgt_table(tgt), mask)
     return jax.lax.stop_gradient(last_state(states, mask))
 
+  def anchor(self, src: jax.Array) -> jax.Array | None:
+    """The collaborative anchor [B, d] that x0_hat is generated around (model.anchor = "mf").
+
+    A position-weighted sum of the source items' features, src being left-padded (the last column
+    is the most recent item): with the item tables initialised from the joint MF (model.id_init =
+    "mf_scores"), uniform weights make <anchor, e_i> the MF's fold-in score, and the learned
+    weights let the sequence say how much recent items count (on Food-Kitchen a recency-weighted
+    fold-in transfers from valid to test where overlap-only signals do not: BUILD_NOTES).
+    None without an anchor, and under semantic_only (it is collaborative input).
+    """
+    if self.anchor_mode == "none" or self.conditioning == "semantic_only":
+      return None
+    weights = jax.nn.softplus(self.anchor_position[...])[-src.shape[1]:]
+    pooled = jnp.einsum("l,bld->bd", weights, self.src_table(src))
+    return self.anchor_scale[...] * pooled
+
+  def _around_anchor(self, anchor: jax.Array | None, out: jax.Array, which: int) -> jax.Array:
+    """anchor + gate * out (which: 0 the guesser, 1 the denoiser); out itself without an anchor."""
+    if anchor is None:
+      return out
+    return anchor + self.residual_gate[...][which] * out
+
   def guess(self, cond: Conditions, pathway: jax.Array, rng: jax.Array | None = None
             ) -> jax.Array:
     """The guesser's one-shot x0 [B, d] from the pooled conditions and the pathway embedding."""
@@ -300,12 +339,13 @@ class LGCD(nnx.Module):
     cond = self.conditions(batch, r_cond if train else None)
     pathway = self.pathway(real)
     x0 = self.target_repr(batch["tgt"], batch["tgt_weight"])
+    anchor = self.anchor(batch["src"])
 
     metrics: dict[str, jax.Array] = {"rows": jnp.sum(weight)}
     total = jnp.zeros(())
     guess = None
     if self.use_guesser or not self.use_diffusion:
-      guess = self.guess(cond, pathway, r_guess if train else None)
+      guess = self._around_anchor(anchor, self.guess(cond, pathway, r_guess if train else None), 0)
       guess_loss = _weighted_mean(jnp.mean((guess - x0) ** 2, -1), row_w, num_rows)
       metrics["guesser_loss"] = guess_loss
       total += self.guesser_weight * guess_loss
@@ -322,6 +362,7 @@ class LGCD(nnx.Module):
       if self.conditioning == "cfg" and train:
         drop = jax.random.bernoulli(r_cfg, self.cfg_dropout, (x0.shape[0],))
       x0_hat, gate = self.denoiser(x_t, t, cond, pathway, r_den if train else None, drop)
+      x0_hat = self._around_anchor(anchor, x0_hat, 1)
       diff_loss = _weighted_mean(jnp.mean((x0_hat - x0) ** 2, -1), row_w, num_rows)
       metrics["diffusion_loss"] = diff_loss
       total += diff_loss
@@ -422,11 +463,15 @@ class LGCD(nnx.Module):
     cond = self.conditions(batch)
     batch_size = batch["src"].shape[0]
     pathway = self.pathway(jnp.ones((batch_size,), jnp.int32))
-    guess = self.guess(cond, pathway) if (self.use_guesser or not self.use_diffusion) else None
+    anchor = self.anchor(batch["src"])
+    guess = None
+    if self.use_guesser or not self.use_diffusion:
+      guess = self._around_anchor(anchor, self.guess(cond, pathway), 0)
     if not self.use_diffusion:
       return guess
 
-    denoise_fn = self.sampling_denoiser(cond, pathway, cached)
+    chain_fn = self.sampling_denoiser(cond, pathway, cached)
+    denoise_fn = lambda x_t, t: self._around_anchor(anchor, chain_fn(x_t, t), 1)
     start = self.guess_start_step if self.use_guesser else self.num_steps
     kwargs = dict(x_start=guess, start_step=start,
                   shape=None if self.use_guesser else (batch_size, self.d))
