@@ -92,6 +92,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.train.guesser_rec_weight = 1.0  # rec loss on the guess (the reverse chain's start)
   c.train.encoder_negatives = 256  # shared sampled negatives of the next-item loss (<=0: full)
   c.train.pseudo_weight = 0.3
+  c.train.anchor_lr_scale = 1.0  # the anchor's parameters (model.anchor = "mf") step this many times faster
   # > 0: the diffusion stage keeps the encoders' next-item loss, with this weight (joint fine-tuning).
   c.train.joint_encoder_weight = 0.0
   c.train.eval_every = 250

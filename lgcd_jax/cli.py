@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -28,7 +29,12 @@ class UserError(Exception):
 
 def fail(message: str) -> NoReturn:
   print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
-  sys.exit(EXIT_USER_ERROR)
+  sys.stdout.flush()
+  sys.stderr.flush()
+  # os._exit, not sys.exit: after a failed orbax restore its background asyncio threads print
+  # "Event loop is closed" tracebacks at interpreter shutdown, burying the one line. Nothing is
+  # pending on a user error (it is raised before any work is written), so skipping shutdown is safe.
+  os._exit(EXIT_USER_ERROR)
 
 
 @contextlib.contextmanager

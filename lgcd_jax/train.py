@@ -78,6 +78,13 @@ def _is_target_encoder(path) -> bool:
   return any(getattr(k, "key", getattr(k, "name", None)) == "tgt_encoder" for k in path)
 
 
+ANCHOR_PARAMS = ("anchor_position", "anchor_scale")
+
+
+def _is_anchor_param(path) -> bool:
+  return any(getattr(k, "key", getattr(k, "name", None)) in ANCHOR_PARAMS for k in path)
+
+
 def learning_rate(config, schedule_steps: int | None = None) -> optax.Schedule:
   """step -> learning rate: warm-up, cosine decay to lr/10 over `schedule_steps` (default: the run's
   encoder_steps + steps), then constant at lr/10."""
@@ -102,6 +109,12 @@ def make_optimizer(config, schedule_steps: int | None = None) -> optax.GradientT
   schedule = learning_rate(config, schedule_steps)
   parts = [optax.clip_by_global_norm(t.grad_clip),
            optax.adamw(schedule, weight_decay=t.weight_decay)]
+  anchor_scale = float(t.get("anchor_lr_scale", 1.0))
+  if anchor_scale != 1.0:
+    # The anchor has a few dozen parameters (a weight per source position, a logit scale) that must
+    # travel far in few steps; at the networks' rate they barely move (BUILD_NOTES, issue 12).
+    parts.append(optax.masked(optax.scale(anchor_scale), lambda params: jax.tree_util.tree_map_with_path(
+        lambda path, _: _is_anchor_param(path), params)))
   if float(t.get("joint_encoder_weight", 0.0)) <= 0:
     encoder_steps = int(t.encoder_steps)
     stage1_only = optax.scale_by_schedule(

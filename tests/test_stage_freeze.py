@@ -55,3 +55,24 @@ def test_joint_fine_tuning_still_trains_the_target_encoder_in_stage_2():
       updates, state = tx.update(grads, state, params)
     assert bool(np.any(np.asarray(updates["tgt_encoder"]["w"]) != 0)) == moves
     assert np.any(np.asarray(updates["other"]["w"]) != 0)
+
+
+def test_anchor_lr_scale_speeds_up_only_the_anchor_parameters():
+  """train.anchor_lr_scale multiplies the updates of the anchor's parameters and nothing else."""
+  import jax.numpy as jnp
+  params = {"anchor_position": jnp.zeros(3), "anchor_scale": jnp.zeros(()),
+            "denoiser": {"w": jnp.zeros(3)}}
+  grads = jax.tree.map(jnp.ones_like, params)
+  steps = {}
+  for scale in (1.0, 10.0):
+    c = tiny_config(**{"train.anchor_lr_scale": scale, "train.warmup_steps": 1})
+    tx = train.make_optimizer(c)
+    state = tx.init(params)
+    for _ in range(2):
+      updates, state = tx.update(grads, state, params)
+    steps[scale] = updates
+  np.testing.assert_allclose(steps[10.0]["anchor_position"], 10 * steps[1.0]["anchor_position"],
+                             rtol=1e-6)
+  np.testing.assert_allclose(steps[10.0]["anchor_scale"], 10 * steps[1.0]["anchor_scale"], rtol=1e-6)
+  np.testing.assert_array_equal(steps[10.0]["denoiser"]["w"], steps[1.0]["denoiser"]["w"])
+  assert float(jnp.abs(steps[1.0]["anchor_scale"])) > 0
