@@ -37,9 +37,31 @@ def fail(message: str) -> NoReturn:
   os._exit(EXIT_USER_ERROR)
 
 
+_QUIET_HOOK_INSTALLED = False
+
+
+def _quiet_closed_event_loop(hook):
+  """An excepthook that drops "Event loop is closed" from orbax's reader threads.
+
+  When an orbax restore fails (a damaged checkpoint), tensorstore's callbacks still try to post to
+  the restore's asyncio loop, which is already closed. The C++ side prints each RuntimeError
+  through sys.excepthook, so the user would get tracebacks around the one error line. Anything
+  else goes to the previous hook unchanged.
+  """
+  def excepthook(kind, value, tb):
+    if kind is RuntimeError and str(value) == "Event loop is closed":
+      return
+    hook(kind, value, tb)
+  return excepthook
+
+
 @contextlib.contextmanager
 def user_errors(*more: type[BaseException]):
   """UserError, DataError (and `more`) end the program with one line and exit status 2."""
+  global _QUIET_HOOK_INSTALLED
+  if not _QUIET_HOOK_INSTALLED:
+    sys.excepthook = _quiet_closed_event_loop(sys.excepthook)
+    _QUIET_HOOK_INSTALLED = True
   try:
     yield
   except (UserError, DataError, *more) as e:
