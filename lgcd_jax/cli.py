@@ -15,6 +15,7 @@ import difflib
 import importlib.util
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import NoReturn
 
@@ -40,16 +41,20 @@ def fail(message: str) -> NoReturn:
 _QUIET_HOOK_INSTALLED = False
 
 
+def _is_closed_loop(kind, value) -> bool:
+  return kind is RuntimeError and str(value) == "Event loop is closed"
+
+
 def _quiet_closed_event_loop(hook):
   """An excepthook that drops "Event loop is closed" from orbax's reader threads.
 
   When an orbax restore fails (a damaged checkpoint), tensorstore's callbacks still try to post to
-  the restore's asyncio loop, which is already closed. The C++ side prints each RuntimeError
-  through sys.excepthook, so the user would get tracebacks around the one error line. Anything
-  else goes to the previous hook unchanged.
+  the restore's asyncio loop, which is already closed, and each RuntimeError would be printed as a
+  traceback around the one error line. `user_errors` installs this filter for sys.excepthook,
+  sys.unraisablehook and threading.excepthook; anything else goes to the previous hook unchanged.
   """
   def excepthook(kind, value, tb):
-    if kind is RuntimeError and str(value) == "Event loop is closed":
+    if _is_closed_loop(kind, value):
       return
     hook(kind, value, tb)
   return excepthook
@@ -61,6 +66,12 @@ def user_errors(*more: type[BaseException]):
   global _QUIET_HOOK_INSTALLED
   if not _QUIET_HOOK_INSTALLED:
     sys.excepthook = _quiet_closed_event_loop(sys.excepthook)
+    unraisable = sys.unraisablehook
+    sys.unraisablehook = lambda u: (None if _is_closed_loop(u.exc_type, u.exc_value)
+                                    else unraisable(u))
+    thread_hook = threading.excepthook
+    threading.excepthook = lambda a: (None if _is_closed_loop(a.exc_type, a.exc_value)
+                                      else thread_hook(a))
     _QUIET_HOOK_INSTALLED = True
   try:
     yield
