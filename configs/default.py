@@ -64,6 +64,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   # "mf": x0_hat is generated around a learned position-weighted sum of the source items' features
   # (with id_init="mf_scores", the joint MF's fold-in at initialisation); "none": from scratch.
   c.model.anchor = "none"  # none | mf
+  # The anchor's initial weight of the i-th most recent source item is anchor_recency ** i.
+  c.model.anchor_recency = 1.0
   c.model.item_bias = False  # score = <x0_hat, e_i> + b_i (a learned per-item popularity prior)
   c.model.item_bias_init = "zero"  # zero | log_popularity (over all target-domain training users)
   c.model.use_diffusion = True

@@ -365,3 +365,24 @@ def test_untrained_mf_anchor_ranks_as_the_fold_in_and_learns_position_weights(sa
                        for row in batch["src"]])
   np.testing.assert_allclose(np.asarray(model.anchor(jnp.asarray(batch["src"]))), weighted,
                              rtol=1e-4, atol=1e-4)
+
+
+def test_anchor_recency_sets_the_initial_position_weights():
+  """model.anchor_recency = g starts the anchor at weights g ** i for the i-th most recent source
+  item (the last column weighs 1), so the untrained anchor is the recency-weighted MF fold-in."""
+  c = _config(anchor="mf", item_bias=False, anchor_recency=0.5)
+  rs = np.random.RandomState(4)
+  src_init = rs.randn(NUM_SRC, c.model.d).astype(np.float32)
+  tgt_init = rs.randn(NUM_TGT, c.model.d).astype(np.float32)
+  model = LGCD(c, NUM_SRC, NUM_TGT, None, None, rngs=nnx.Rngs(0), src_id_init=src_init,
+               tgt_id_init=tgt_init)
+  decay = 0.5 ** np.arange(c.data.maxlen)[::-1]
+  np.testing.assert_allclose(np.asarray(jax.nn.softplus(model.anchor_position[...])), decay,
+                             rtol=1e-5, atol=1e-30)
+  batch = _batch(c)
+  weighted = np.stack([(decay[:, None] * np.vstack([np.zeros(c.model.d), src_init])[row]).sum(0)
+                       for row in batch["src"]])
+  np.testing.assert_allclose(np.asarray(model.anchor(jnp.asarray(batch["src"]))), weighted,
+                             rtol=1e-4, atol=1e-4)
+  with pytest.raises(ValueError, match="anchor_recency"):
+    LGCD(_config(anchor="mf", anchor_recency=0.0), NUM_SRC, NUM_TGT, None, None, rngs=nnx.Rngs(0))

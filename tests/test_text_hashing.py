@@ -169,3 +169,16 @@ def test_atomic_write_leaves_no_temp_files(tmp_path, monkeypatch):
   names = sorted(f.name for f in (tmp_path / "embeddings").iterdir())
   assert len(names) == 2 and all(n.endswith(".npy") and not n.startswith(".") for n in names)
   assert cache.cache_path(changed, "A", enc).name not in names
+
+
+def test_progress_in_a_log_file_is_whole_lines(capsys):
+  """With stderr not a terminal (a log file), progress reports are separate lines, about ten of
+  them, ending with the total, instead of carriage-return redraws run together."""
+  texts = [f"title number {i}" for i in range(1000)]
+  HashingEncoder(dim=32).encode(texts, batch_size=7, progress=True)
+  err = capsys.readouterr().err
+  assert "\r" not in err
+  lines = err.strip().splitlines()
+  assert 5 <= len(lines) <= 12, lines
+  assert lines[-1].endswith("1000/1000 texts")
+  assert all(line.endswith(" texts") for line in lines)

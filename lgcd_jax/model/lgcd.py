@@ -79,7 +79,17 @@ DEFAULT_ENCODER_NEGATIVES = 256
 SAMPLERS = ("ddpm", "ddim")
 ANCHORS = ("none", "mf")
 # softplus^-1(1): every source position starts with weight 1, i.e. the joint MF's plain fold-in.
-_UNIT_SOFTPLUS = float(np.log(np.e - 1.0))
+
+
+def recency_profile(maxlen: int, gamma: float) -> np.ndarray:
+  """Initial anchor position parameters [maxlen]: softplus of entry l is gamma ** (maxlen - 1 - l),
+  so the most recent item (the last column of a left-padded sequence) weighs 1 and each older one
+  gamma times the next (1.0: the uniform weights of the MF fold-in)."""
+  if not 0.0 < gamma <= 1.0:
+    raise ValueError(f"model.anchor_recency must be in (0, 1], got {gamma}")
+  weights = gamma ** np.arange(maxlen - 1, -1, -1, dtype=np.float64)
+  # softplus^-1(w) = log(expm1(w)); for w below ~1e-300 expm1 underflows, so floor the weights.
+  return np.log(np.expm1(np.maximum(weights, 1e-30))).astype(np.float32)
 
 
 def _weighted_mean(values: jax.Array, row_weight: jax.Array, num_rows: jax.Array) -> jax.Array:
@@ -186,7 +196,8 @@ class LGCD(nnx.Module):
       # The collaborative anchor (see `anchor`): learned weights per source position, a logit
       # scale, and ReZero-style gates [guess, denoiser] on what the networks add to the anchor, so
       # that the untrained model ranks exactly as the joint MF whose factors fill the item tables.
-      self.anchor_position = nnx.Param(jnp.full((int(config.data.maxlen),), _UNIT_SOFTPLUS))
+      self.anchor_position = nnx.Param(jnp.asarray(
+          recency_profile(int(config.data.maxlen), float(m.get("anchor_recency", 1.0)))))
       self.anchor_scale = nnx.Param(jnp.ones(()))
       self.residual_gate = nnx.Param(jnp.zeros((2,)))
       for table in (self.src_table, self.tgt_table):

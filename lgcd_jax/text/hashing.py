@@ -30,6 +30,17 @@ def tokenize(text: str) -> list[str]:
   return _WORD.findall(str(text).lower())
 
 
+
+def _progress(text: str, done: int, total: int, step: int) -> None:
+  """One progress report: redrawn in place on a terminal; in a log file (stderr not a terminal),
+  a line of its own at about every tenth of the work, so that the lines do not run together."""
+  if sys.stderr.isatty():
+    print(f"\r{text}", end="", file=sys.stderr, flush=True)
+    return
+  tenth = max(total // 10, 1)
+  if done == total or (done // tenth) != ((done - step) // tenth):
+    print(text, file=sys.stderr, flush=True)
+
 class HashingEncoder:
   """Signed feature hashing of lower-cased word unigrams and bigrams into `dim` buckets."""
 
@@ -76,8 +87,8 @@ class HashingEncoder:
       if rows:
         np.add.at(out, (np.asarray(rows), np.asarray(cols)), np.asarray(vals, np.float32))
       if progress:
-        print(f"\r{self.name}: {hi}/{n} texts", end="", file=sys.stderr, flush=True)
-    if progress and n:
+        _progress(f"{self.name}: {hi}/{n} texts", hi, n, batch_size)
+    if progress and n and sys.stderr.isatty():
       print(file=sys.stderr)
     norms = np.linalg.norm(out, axis=1, keepdims=True)
     # Rows whose features all cancelled (or had none) stay exactly zero.
