@@ -2,7 +2,7 @@
 
 `python -m pipelines.pseudo_overlap` turns each user's source-domain history into a language clue (a
 preference summary plus target-domain item descriptions mapped to real target items) and writes the
-`ClueSet` shards that training reads (`lgcd_jax.data.clues`). Modules, in the order the data flows:
+`ClueSet` shards that training reads (`lgcd_jax.data.clue_records`). Modules, in the order the data flows:
 
   users.py      who needs a clue in a direction, and their source histories
   prompts.py    the versioned prompt (PROMPT_VERSION) and the repair follow-up

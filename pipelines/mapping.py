@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from lgcd_jax.data.clues import ClueSet, validate_clues
+from lgcd_jax.data.clue_records import ClueSet, validate_clues
 from lgcd_jax.data.prepared import Ragged
 
 

@@ -11,7 +11,7 @@ default) is all of them in that order. `--limit=N` takes the first N. For each u
   prompt (prompts.py) -> answer (backends.py; cached, cache.py) -> parse (parsing.py; one repair
   follow-up for an unusable answer) -> map descriptions to target items (mapping.py) -> ClueSet row
 
-Output, under --out: `<direction>/shard-*.npz` + `index.json` (lgcd_jax.data.clues; point
+Output, under --out: `<direction>/shard-*.npz` + `index.json` (lgcd_jax.data.clue_records; point
 config.clues.clue_dir at --out), `summary.json` (and a copy `summary_<direction>.json`),
 `failures_<direction>.jsonl` (one line per failed user: pool, user, reason, detail), `cache/` (every
 answer; --cache_dir moves it), `batch_state.json` (anthropic_batch), and for configs on synthetic data the
@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from lgcd_jax.data import atomic
-from lgcd_jax.data import clues as clues_lib
+from lgcd_jax.data import clue_records as clues_lib
 from lgcd_jax.data import loading
 from lgcd_jax.data.errors import DataError
 from lgcd_jax.data.prepared import Ragged, direction_domains

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lgcd_jax.clues.bridge import NeighbourBridge, make_bridge_clues, text_scores
-from lgcd_jax.data.clues import load_clues, save_clues, validate_clues
+from lgcd_jax.data.clue_records import load_clues, save_clues, validate_clues
 from lgcd_jax.data.pipeline import PairPools, eval_batches, pad_left
 from lgcd_jax.data.prepared import RawDataset, load_prepared, write_prepared
 from lgcd_jax.text.hashing import HashingEncoder

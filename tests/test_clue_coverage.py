@@ -12,7 +12,7 @@ from conftest import tiny_config
 from lgcd_jax.clues import bridge
 from lgcd_jax.clues import source as clue_source
 from lgcd_jax.data import synthetic
-from lgcd_jax.data.clues import ClueSet, save_clues
+from lgcd_jax.data.clue_records import ClueSet, save_clues
 from lgcd_jax.data.prepared import Ragged, load_prepared, write_prepared
 
 

@@ -10,7 +10,7 @@ import pytest
 
 import pipeline_fixtures as pf
 from lgcd_jax.clues.bridge import make_bridge_clues
-from lgcd_jax.data.clues import load_clues
+from lgcd_jax.data.clue_records import load_clues
 from lgcd_jax.data.prepared import load_prepared
 from pipelines.pseudo_overlap import Options, PipelineError, run
 

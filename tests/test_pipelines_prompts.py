@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from lgcd_jax.data.clues import validate_clues
+from lgcd_jax.data.clue_records import validate_clues
 from lgcd_jax.data.prepared import RawDataset, load_prepared, write_prepared
 from lgcd_jax.text.hashing import HashingEncoder
 from pipelines import cache as cache_lib

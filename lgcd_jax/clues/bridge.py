@@ -37,7 +37,7 @@ import numpy as np
 
 from lgcd_jax.baselines import common
 from lgcd_jax.baselines import mf
-from lgcd_jax.data.clues import ClueSet, validate_clues
+from lgcd_jax.data.clue_records import ClueSet, validate_clues
 from lgcd_jax.data.pipeline import pad_ragged_left
 from lgcd_jax.data.prepared import PreparedDataset, Ragged, direction_domains
 

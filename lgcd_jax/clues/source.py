@@ -13,7 +13,7 @@ import logging
 
 import numpy as np
 
-from lgcd_jax.data import clues as clues_lib
+from lgcd_jax.data import clue_records as clues_lib
 from lgcd_jax.data.prepared import SPLITS, PreparedDataset, direction_domains
 
 DEFAULT_MIN_EVAL_COVERAGE = 1.0

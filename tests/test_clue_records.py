@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from lgcd_jax.data import clues as clues_lib
-from lgcd_jax.data.clues import ClueSet, load_clues, merge_clues, save_clues
+from lgcd_jax.data import clue_records as clues_lib
+from lgcd_jax.data.clue_records import ClueSet, load_clues, merge_clues, save_clues
 from lgcd_jax.data.errors import DataError
 from lgcd_jax.data.prepared import Ragged
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from lgcd_jax.data import pipeline
-from lgcd_jax.data.clues import ClueSet
+from lgcd_jax.data.clue_records import ClueSet
 from lgcd_jax.data.pipeline import (PairPools, eval_batches, make_train_iterator, pad_left, pad_right,
                                     process_slice, sequence_dataset, train_dataset)
 from lgcd_jax.data.prepared import RawDataset, Ragged, load_prepared, write_prepared
