@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from lgcd_jax.data.clue_records import ClueSet, validate_clues
-from lgcd_jax.data.prepared import Ragged
+from lgcd_jax.data.ragged import Ragged, offsets_from_lengths
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,8 +114,7 @@ def build_clueset(direction: str, source: str, pools: Sequence[str], user_ids: S
   text_dim = int(summary_emb.shape[1])
   values = (np.concatenate([c.items for c in clues]) if clues else np.zeros(0, np.int32))
   sims = (np.concatenate([c.sims for c in clues]) if clues else np.zeros(0, np.float32))
-  offsets = np.zeros(n + 1, np.int64)
-  np.cumsum([len(c.items) for c in clues], out=offsets[1:])
+  offsets = offsets_from_lengths([len(c.items) for c in clues])
   summ = np.empty(n, dtype=object)
   summ[:] = [str(s) for s in summaries]
   has = np.array([bool(str(s).strip()) for s in summaries], dtype=bool).reshape(n)

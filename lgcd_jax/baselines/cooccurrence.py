@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from lgcd_jax.baselines import common
+from lgcd_jax.data import interactions
 from lgcd_jax.data.prepared import PreparedDataset, direction_domains
 
 
@@ -22,12 +23,8 @@ class Cooccurrence:
     src, tgt = direction_domains(direction)
     self.num_src, self.num_tgt = ds.num_items(src), ds.num_items(tgt)
     overlap = ds.pools["overlap"]
-    n = len(overlap[src])
-    # Stored transposed ([items, users]) so both products are sparse @ dense.
-    s_rows, s_cols = common.binary_matrix(overlap[src], self.num_src)
-    t_rows, t_cols = common.binary_matrix(overlap[tgt], self.num_tgt)
-    self.s_t = common.bcoo(s_cols, s_rows, (self.num_src, n))  # S^T
-    self.t_t = common.bcoo(t_cols, t_rows, (self.num_tgt, n))  # T^T
+    matrices = interactions.overlap_matrices(ds, direction)  # transposed: both products sparse @ dense
+    self.s_t, self.t_t = matrices.s_t, matrices.t_t  # S^T, T^T
     normalize = bool(config.baselines.cooc_normalize) if config is not None else False
     counts = common.item_counts([overlap[tgt]], self.num_tgt)
     self.col_scale = jnp.asarray(1.0 / jnp.sqrt(jnp.maximum(counts, 1.0)) if normalize

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lgcd_jax.clues import bridge
 from lgcd_jax.data.prepared import PreparedDataset, direction_domains
 
 
@@ -36,7 +37,6 @@ class LLMOnly:
     self.source = getattr(clues, "source", None)
     self.bridge = None
     if clues is None:
-      from lgcd_jax.clues import bridge
       src, _ = direction_domains(direction)
       mode = config.clues.bridge_mode
       self.bridge = bridge.make_bridge(ds, direction, mode=mode, k=config.clues.bridge_k,

@@ -21,6 +21,7 @@ import scipy.sparse
 import scipy.sparse.linalg
 
 from lgcd_jax.baselines import common
+from lgcd_jax.data import interactions
 from lgcd_jax.data.prepared import PreparedDataset, direction_domains
 
 
@@ -47,8 +48,8 @@ def joint_matrix(ds: PreparedDataset) -> tuple[scipy.sparse.csr_matrix, dict[str
   rows, cols, num_users = [], [], 0
   for pool, domains in (("A_only", ("A",)), ("B_only", ("B",)), ("overlap", ("A", "B"))):
     for d in domains:
-      r, c = common.binary_matrix(ds.pools[pool][d], ds.num_items(d), col_offset=offsets[d],
-                                  row_offset=num_users, total_cols=n_a + n_b)
+      r, c = interactions.binary_matrix(ds.pools[pool][d], ds.num_items(d), col_offset=offsets[d],
+                                        row_offset=num_users, total_cols=n_a + n_b)
       rows.append(r)
       cols.append(c)
     num_users += len(ds.pool_user_ids[pool])
@@ -56,6 +57,15 @@ def joint_matrix(ds: PreparedDataset) -> tuple[scipy.sparse.csr_matrix, dict[str
   matrix = scipy.sparse.csr_matrix((np.ones(len(rows)), (rows, cols)),
                                    shape=(num_users, n_a + n_b))
   return matrix, offsets
+
+
+def fold_in_scores(v_src: jax.Array, v_tgt: jax.Array, tgt_scale: jax.Array, src: jax.Array
+                   ) -> jax.Array:
+  """[B, num target items] fold-in scores of a user batch (`src`: [B, L] source items + 1, 0 = pad):
+  (multi-hot(src) v_src) v_tgt^T, column-scaled by tgt_scale. Traceable, so callers can jit it with more
+  (the MF bridge takes its top-k on the device)."""
+  x = common.multi_hot(src, v_src.shape[0])
+  return ((x @ v_src) @ v_tgt.T) * tgt_scale[None, :]
 
 
 class JointMF:
@@ -81,11 +91,7 @@ class JointMF:
     self.v_src = jnp.asarray(v[sl[src]] * fold_w[:, None], jnp.float32)
     self.v_tgt = jnp.asarray(v[sl[tgt]], jnp.float32)
     self.tgt_scale = jnp.asarray((item_deg[sl[tgt]] + 1.0) ** self.item_power, jnp.float32)
-    self._score = jax.jit(self._score_impl)
-
-  def _score_impl(self, v_src, v_tgt, tgt_scale, src):
-    x = common.multi_hot(src, self.num_src)
-    return ((x @ v_src) @ v_tgt.T) * tgt_scale[None, :]
+    self._score = jax.jit(fold_in_scores)
 
   def score(self, batch):
     return self._score(self.v_src, self.v_tgt, self.tgt_scale, jnp.asarray(batch["src"]))

@@ -35,11 +35,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lgcd_jax.baselines import common
 from lgcd_jax.baselines import mf
+from lgcd_jax.data import interactions
 from lgcd_jax.data.clue_records import ClueSet, validate_clues
 from lgcd_jax.data.pipeline import pad_ragged_left
-from lgcd_jax.data.prepared import PreparedDataset, Ragged, direction_domains
+from lgcd_jax.data.prepared import PreparedDataset, direction_domains
+from lgcd_jax.data.ragged import Ragged, offsets_from_lengths
 
 MODES = ("neighbours", "text", "mf")
 BRIDGE_POOLS = ("single", "overlap", "valid", "test")
@@ -87,13 +88,10 @@ class NeighbourBridge:
     self.num_overlap = n
     self.k = min(int(k), n)
     self.text_weight = float(text_weight)
-    # Stored transposed ([items, users]) so both products are sparse @ dense, as in the baselines.
-    s_rows, s_cols = common.binary_matrix(overlap[src], self.num_src)
-    t_rows, t_cols = common.binary_matrix(overlap[tgt], self.num_tgt)
-    self.s_t = common.bcoo(s_cols, s_rows, (self.num_src, n))
-    self.t_t = common.bcoo(t_cols, t_rows, (self.num_tgt, n))
-    n_src_items = np.bincount(s_rows, minlength=n).astype(np.float32)  # distinct source items
-    self.inv_norm = jnp.asarray(1.0 / np.sqrt(np.maximum(n_src_items, 1.0)), jnp.float32)
+    # Stored transposed ([items, users]) so both products are sparse @ dense, as in co-occurrence.
+    matrices = interactions.overlap_matrices(ds, direction)
+    self.s_t, self.t_t = matrices.s_t, matrices.t_t
+    self.inv_norm = jnp.asarray(1.0 / np.sqrt(np.maximum(matrices.src_distinct, 1.0)), jnp.float32)
 
     self.use_text = self.text_weight != 0.0
     if self.use_text:
@@ -106,7 +104,7 @@ class NeighbourBridge:
       # Overlap users' mean source-title embedding over every position of their history.
       seqs = overlap[src]
       rows = np.repeat(np.arange(n), seqs.lengths())
-      pos = common.bcoo(rows, seqs.values, (n, self.num_src))  # repeated items sum, as positions do
+      pos = interactions.bcoo(rows, seqs.values, (n, self.num_src))  # repeated items sum, as positions do
       count = np.maximum(seqs.lengths(), 1).astype(np.float32)[:, None]
       mean = np.asarray(pos @ self.src_emb) / count
       mean /= np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
@@ -203,7 +201,7 @@ class MFBridge:
     if missing:
       raise ValueError(f"mode 'mf' factorises every training pool; this dataset lacks {missing}")
     self.mf = mf.JointMF(ds, direction, rank=rank, item_power=item_power)
-    self._top = jax.jit(lambda clue_len, src: jax.lax.top_k(self.mf._score_impl(
+    self._top = jax.jit(lambda clue_len, src: jax.lax.top_k(mf.fold_in_scores(
         self.mf.v_src, self.mf.v_tgt, self.mf.tgt_scale, src), clue_len), static_argnums=(0,))
 
   def scores(self, src_items_plus_one: np.ndarray, exclude_overlap_rows=None) -> jax.Array:
@@ -305,7 +303,7 @@ def make_bridge_clues(ds: PreparedDataset, direction: str, *, mode: str = "neigh
     keep, sims = relative_sims(vals)
     ids_out.append(np.asarray(ids, dtype=str))
     pools_out.append(np.full(n, name))
-    items_out.append(Ragged(items[keep].astype(np.int32), _offsets(keep.sum(axis=1))))
+    items_out.append(Ragged(items[keep].astype(np.int32), offsets_from_lengths(keep.sum(axis=1))))
     sims_out.append(sims[keep].astype(np.float32))
     stats[name] = {"users": int(n), "empty_clues": int(np.sum(~keep[:, 0])) if n else 0,
                    "empty_source": int(np.sum(seqs.lengths() == 0))}
@@ -322,7 +320,7 @@ def make_bridge_clues(ds: PreparedDataset, direction: str, *, mode: str = "neigh
       direction=direction,
       user_ids=np.concatenate(ids_out) if ids_out else np.zeros(0, str),
       pools=np.concatenate(pools_out) if pools_out else np.zeros(0, str),
-      items=Ragged(values.astype(np.int32), _offsets(lengths)),
+      items=Ragged(values.astype(np.int32), offsets_from_lengths(lengths)),
       sims=np.concatenate(sims_out) if sims_out else np.zeros(0, np.float32),
       summary_emb=np.zeros((n_total, text_dim), np.float32),
       has_summary=np.zeros(n_total, bool),
@@ -343,9 +341,3 @@ def relative_sims(top_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   keep = top_values > 0
   best = np.where(keep[:, :1], top_values[:, :1], 1.0)
   return keep, top_values / best
-
-
-def _offsets(lengths: np.ndarray) -> np.ndarray:
-  offsets = np.zeros(len(lengths) + 1, np.int64)
-  np.cumsum(lengths, out=offsets[1:])
-  return offsets

@@ -13,6 +13,7 @@ import logging
 
 import numpy as np
 
+from lgcd_jax.clues import bridge
 from lgcd_jax.data import clue_records as clues_lib
 from lgcd_jax.data.prepared import SPLITS, PreparedDataset, direction_domains
 
@@ -74,7 +75,6 @@ def load_or_make(config, ds: PreparedDataset, titles: dict | None = None):
                  config.clues.clue_dir)
     check_eval_coverage(config, coverage(clues, ds, config.direction), config.clues.clue_dir)
     return clues
-  from lgcd_jax.clues import bridge
   titles = titles or {}
   clues = bridge.make_bridge_clues(
       ds, config.direction, mode=config.clues.bridge_mode, k=config.clues.bridge_k,

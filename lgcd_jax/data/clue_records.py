@@ -32,7 +32,8 @@ import numpy as np
 
 from lgcd_jax.data import atomic
 from lgcd_jax.data.errors import DataError
-from lgcd_jax.data.prepared import DIRECTIONS, Ragged
+from lgcd_jax.data.prepared import DIRECTIONS
+from lgcd_jax.data.ragged import Ragged, offsets_from_lengths
 
 FORMAT_VERSION = 1
 CLUE_POOLS = ("A_only", "B_only", "overlap", "valid", "test")
@@ -115,8 +116,7 @@ def validate_clues(clues: ClueSet, num_target_items: int | None = None, where: o
 
 def _encode_strings(strings) -> tuple[np.ndarray, np.ndarray]:
   encoded = [str(s).encode("utf-8") for s in strings]
-  offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
-  np.cumsum([len(b) for b in encoded], out=offsets[1:])
+  offsets = offsets_from_lengths([len(b) for b in encoded])
   return np.frombuffer(b"".join(encoded), dtype=np.uint8).copy(), offsets
 
 

@@ -56,7 +56,8 @@ import numpy as np
 
 from lgcd_jax import user_keys
 from lgcd_jax.data.clue_records import ClueSet
-from lgcd_jax.data.prepared import DOMAINS, PreparedDataset, Ragged, direction_domains
+from lgcd_jax.data.prepared import DOMAINS, PreparedDataset, direction_domains
+from lgcd_jax.data.ragged import Ragged, offsets_from_lengths
 
 POOL_NAMES = ("real", "pseudo")
 # Stream ids keep the permutations of different streams independent under one seed.
@@ -91,7 +92,7 @@ def _ragged_pad(values: np.ndarray, offsets: np.ndarray, length: int, *, left: b
   if total == 0:
     return out
   rows = np.repeat(np.arange(n), keep)
-  j = np.arange(total) - np.repeat(np.cumsum(keep) - keep, keep)  # position within the kept part
+  j = np.arange(total) - np.repeat(offsets_from_lengths(keep)[:-1], keep)  # position within the kept part
   if left:  # the most recent items, ending at column length-1
     src = np.repeat(offsets[1:] - keep, keep) + j
     cols = np.repeat(length - keep, keep) + j
@@ -111,8 +112,7 @@ def _select_rows(r: Ragged, rows: np.ndarray) -> tuple[Ragged, np.ndarray]:
   """The sub-ragged array of `rows` (in that order), and where its values sit in `r.values`."""
   rows = np.asarray(rows, np.int64)
   lengths = np.diff(r.offsets)[rows]
-  offsets = np.zeros(len(rows) + 1, np.int64)
-  np.cumsum(lengths, out=offsets[1:])
+  offsets = offsets_from_lengths(lengths)
   within = np.arange(offsets[-1]) - np.repeat(offsets[:-1], lengths)
   idx = np.repeat(r.offsets[:-1][rows], lengths) + within
   return Ragged(r.values[idx], offsets), idx
@@ -337,8 +337,7 @@ def _reverse_rows(values: np.ndarray, offsets: np.ndarray, keep: int):
   """Each row's first `keep` values, reversed: (values, offsets) of the new ragged array."""
   offsets = np.asarray(offsets, np.int64)
   lengths = np.minimum(np.diff(offsets), keep)
-  new_off = np.zeros(len(lengths) + 1, np.int64)
-  np.cumsum(lengths, out=new_off[1:])
+  new_off = offsets_from_lengths(lengths)
   j = np.arange(new_off[-1]) - np.repeat(new_off[:-1], lengths)
   src = np.repeat(offsets[:-1] + lengths - 1, lengths) - j
   return values[src], new_off

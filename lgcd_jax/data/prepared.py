@@ -25,12 +25,12 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
 from lgcd_jax.data import atomic
 from lgcd_jax.data.errors import DataError
+from lgcd_jax.data.ragged import Ragged  # re-exported: the format's sequences are ragged arrays
 
 FORMAT_VERSION = 1
 DOMAINS = ("A", "B")
@@ -45,39 +45,6 @@ def direction_domains(direction: str) -> tuple[str, str]:
   if direction not in DIRECTIONS:
     raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
   return direction[0], direction[2]
-
-
-@dataclasses.dataclass(frozen=True)
-class Ragged:
-  """A list of int sequences stored flat: row i is values[offsets[i]:offsets[i+1]]."""
-
-  values: np.ndarray
-  offsets: np.ndarray
-
-  @classmethod
-  def from_lists(cls, seqs: Iterable[Sequence[int]]) -> "Ragged":
-    seqs = [np.asarray(s, dtype=np.int32).reshape(-1) for s in seqs]
-    lengths = np.array([len(s) for s in seqs], dtype=np.int64)
-    offsets = np.zeros(len(seqs) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    values = np.concatenate(seqs) if seqs else np.zeros(0, np.int32)
-    return cls(values.astype(np.int32), offsets)
-
-  def __len__(self) -> int:
-    return len(self.offsets) - 1
-
-  def __getitem__(self, i: int) -> np.ndarray:
-    return self.values[self.offsets[i]:self.offsets[i + 1]]
-
-  def __iter__(self):
-    for i in range(len(self)):
-      yield self[i]
-
-  def lengths(self) -> np.ndarray:
-    return np.diff(self.offsets)
-
-  def to_lists(self) -> list[list[int]]:
-    return [row.tolist() for row in self]
 
 
 @dataclasses.dataclass

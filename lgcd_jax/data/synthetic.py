@@ -47,6 +47,7 @@ import dataclasses
 import numpy as np
 
 from lgcd_jax.data.prepared import DIRECTIONS, DOMAINS, SPLITS, RawDataset, direction_domains
+from lgcd_jax.data.ragged import offsets_from_lengths
 
 ITEMS_PER_DOMAIN = 1200
 TRAIN_USERS = 4000
@@ -285,8 +286,7 @@ class _ItemSampler:
     self.num_items = len(topic_of)
     self.order = np.argsort(topic_of, kind="stable")  # item indices grouped by topic
     counts = np.bincount(topic_of, minlength=num_topics)
-    self.start = np.zeros(num_topics + 1, dtype=np.int64)
-    np.cumsum(counts, out=self.start[1:])
+    self.start = offsets_from_lengths(counts)  # topic t's items: order[start[t]:start[t + 1]]
     self.popularity = np.zeros(self.num_items)
     # cdf over the grouped items: topic t's segment rises from t to exactly t + 1, so one
     # searchsorted of (topic + u) finds the item for every event at once.
