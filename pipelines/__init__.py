@@ -18,5 +18,6 @@ preference summary plus target-domain item descriptions mapped to real target it
   shards.py     the clue shards under --out, merged with an earlier run's rows
   summary.py    the run summary, one builder for every backend
   pseudo_overlap.py   the CLI (flags from options.py) and `run(config, Options)`
-  bench_fake_server.py  throughput against the local fake server (tests/fake_anthropic.py)
+  fake_anthropic.py     a local stand-in for the Anthropic API (tests and the benchmark below)
+  bench_fake_server.py  throughput against that fake server
 """

@@ -2,11 +2,11 @@
 
   python -m pipelines.bench_fake_server [--users=150 --latency=0.2 --concurrency=1,32]
 
-Run from the repository root (it uses `tests/fake_anthropic.py`). Each concurrency runs the whole
-pipeline (prompts, requests through the official SDK, parsing, mapping, shards) on the synthetic tiny
-config into a fresh output directory, so nothing comes from the cache. It prints, per concurrency,
-end-to-end users/s (the summary's `users_per_second`) and the request phase alone (first request sent to
-last answer, from the server's log). Only 127.0.0.1 is contacted; the API key is a fake one.
+Runs wherever the package is installed (the server is `pipelines/fake_anthropic.py`). Each concurrency
+runs the whole pipeline (prompts, requests through the official SDK, parsing, mapping, shards) on the
+synthetic tiny config into a fresh output directory, so nothing comes from the cache. It prints, per
+concurrency, end-to-end users/s (the summary's `users_per_second`) and the request phase alone (first
+request sent to last answer, from the server's log). Only 127.0.0.1 is contacted; the API key is a fake one.
 """
 
 from __future__ import annotations
@@ -19,6 +19,11 @@ from pathlib import Path
 
 from absl import app, flags
 
+from configs import tiny
+from lgcd_jax.data import loading
+from pipelines import fake_anthropic
+from pipelines.pseudo_overlap import Options, run
+
 _USERS = flags.DEFINE_integer("users", 150, "Users per run.")
 _LATENCY = flags.DEFINE_float("latency", 0.2, "Server latency per request, in seconds.")
 _CONCURRENCY = flags.DEFINE_list("concurrency", ["1", "32"], "Concurrencies to measure.")
@@ -26,10 +31,6 @@ _CONCURRENCY = flags.DEFINE_list("concurrency", ["1", "32"], "Concurrencies to m
 
 def main(argv) -> None:
   del argv
-  from configs import tiny
-  from lgcd_jax.data import loading
-  from pipelines.pseudo_overlap import Options, run
-  from tests import fake_anthropic
 
   results = []
   with tempfile.TemporaryDirectory() as tmp:

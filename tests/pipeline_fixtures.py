@@ -5,10 +5,10 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-import fake_anthropic as fa
 from configs import tiny
 from lgcd_jax.data import synthetic
 from lgcd_jax.data.prepared import write_prepared
+from pipelines import fake_anthropic as fa
 
 
 def write_tiny_world(tmp_path_factory, name: str, seed: int) -> Path:

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-import fake_anthropic as fa
 import pipeline_fixtures as pf
 from lgcd_jax.data.clue_records import load_clues
 from lgcd_jax.data.prepared import load_prepared
 from pipelines import cache as cache_lib
+from pipelines import fake_anthropic as fa
 from pipelines import prompts
 from pipelines.pseudo_overlap import Options, PipelineError, run
 
