@@ -1,4 +1,4 @@
-"""The run summary (`summary.json` and its copy `summary_<direction>.json`), one builder for every backend.
+"""The run summary (`summary.json` and its copy `summary_<direction>.json`): one builder, every backend.
 
 Every summary has the same head (what was run on which users, how many succeeded) and tail (the
 shards written, the time taken); between them, each run adds its own counts in its own order.
