@@ -42,7 +42,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from lgcd_jax.data.errors import DataError
-from lgcd_jax.data.prepared import DIRECTIONS, DOMAINS, SPLITS, RawDataset
+from lgcd_jax.data.prepared import DIRECTIONS, DOMAINS, SPLITS, RawDataset, direction_domains
 
 _GZIP_MAGIC = b"\x1f\x8b"
 # layout -> (user key, item key, time key, milliseconds per unit of the time field)
@@ -452,7 +452,7 @@ def build_amazon(source_reviews: str | os.PathLike, source_meta: str | os.PathLi
   hidden = hidden_source = 0
   empty_source = {direction: 0 for direction in DIRECTIONS}
   for direction in DIRECTIONS:
-    src, tgt = direction[0], direction[2]
+    src, tgt = direction_domains(direction)
     evals[direction] = {}
     for split in SPLITS:
       codes = users.sort_codes(assigned[direction][split])
