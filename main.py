@@ -23,7 +23,8 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/demo.py.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where results and checkpoints go (default: "
-                               "workdirs/<config name>-<method>-<direction>[-<overrides hash>]).")
+                               "config.workdir, else workdirs/<config name>-<method>-<direction>"
+                               "[-<overrides hash>]).")
 flags.mark_flags_as_required(["config"])
 
 
@@ -80,8 +81,8 @@ def main(argv):
   with cli.user_errors():
     config_check.validate(config)
     config_file = flags.FLAGS["config"].config_filename
-    workdir = _WORKDIR.value or experiment.default_workdir(config_file, config,
-                                                           cli.load_config_file(config_file))
+    workdir = _WORKDIR.value or config.workdir or experiment.default_workdir(
+        config_file, config, cli.load_config_file(config_file))
     if jax.process_index() == 0:  # the other hosts of a multi-host run share process 0's workdir
       workdir_lock.acquire(workdir, "workdir")
     experiment.run(config, workdir)
