@@ -4,7 +4,8 @@ Each checkpoint holds `state` (the model and optimizer, a pure dict of arrays) a
 validation bookkeeping, the config, the item vocabularies; the input pipeline resumes from the step
 alone). `latest` is for resuming; `best` is the best by the validation metric, for test evaluation and
 serving. Orbax writes into a temporary directory and renames it when complete, so a process killed
-mid-save leaves the previous checkpoint intact (and the temporary directory is cleaned up on the next start).
+mid-save leaves the previous checkpoint intact (and the temporary directory is cleaned up on the next
+start).
 
 A checkpoint that cannot be read (a truncated or corrupted file, a half-deleted directory) raises
 `CheckpointReadError`, which names the step's directory. `restore_newest_intact` (resuming) warns,

@@ -1,11 +1,11 @@
-"""Helpers shared by the pipelines/ tests: a tiny prepared world, its config, the fake Anthropic server."""
+"""Helpers shared by the pipelines/ tests: a tiny prepared world and the fake Anthropic server (its config:
+`conftest.tiny_config(data_dir=...)`)."""
 
 from __future__ import annotations
 
 import contextlib
 from pathlib import Path
 
-from configs import tiny
 from lgcd_jax.data import synthetic
 from lgcd_jax.data.prepared import write_prepared
 from pipelines import fake_anthropic as fa
@@ -17,14 +17,6 @@ def write_tiny_world(tmp_path_factory, name: str, seed: int) -> Path:
   write_prepared(synthetic.generate(seed=seed, scale=0.2), out, source="synthetic",
                  arguments={"scale": 0.2}, seed=seed)
   return out
-
-
-def config_for(data_dir: Path, direction: str = "A2B"):
-  """configs/tiny.py pointed at a prepared world."""
-  c = tiny.get_config()
-  c.data_dir = str(data_dir)
-  c.direction = direction
-  return c
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import pipeline_fixtures as pf
+from conftest import tiny_config
 from lgcd_jax.data.clue_records import load_clues
 from lgcd_jax.data.prepared import load_prepared
 from pipelines import cache as cache_lib
@@ -30,7 +31,7 @@ def data_dir(tmp_path_factory):
 
 @pytest.fixture
 def config(data_dir):
-  return pf.config_for(data_dir)
+  return tiny_config(data_dir=str(data_dir))
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import pipeline_fixtures as pf
+from conftest import tiny_config
 from lgcd_jax.clues.bridge import make_bridge_clues
 from lgcd_jax.data.clue_records import load_clues
 from lgcd_jax.data.prepared import load_prepared
@@ -24,7 +25,7 @@ def data_dir(tmp_path_factory):
 
 @pytest.fixture
 def config(data_dir):
-  return pf.config_for(data_dir, direction="B2A")
+  return tiny_config(data_dir=str(data_dir), direction="B2A")
 
 
 def test_bridge_shards_match_make_bridge_clues(config, data_dir, tmp_path):
