@@ -14,7 +14,6 @@ line and exit status 2.
 
 import logging
 import os
-import sys
 
 from absl import app
 from absl import flags

@@ -94,6 +94,12 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.train.guesser_rec_weight = 1.0  # rec loss on the guess (the reverse chain's start)
   c.train.encoder_negatives = 256  # shared sampled negatives of the next-item loss (<=0: full)
   c.train.pseudo_weight = 0.3
+  # model.anchor = "mf": weight of the mean squared size of what the guesser and the denoiser add to
+  # the anchor (0: unpenalised).
+  c.train.residual_weight = 0.0
+  # Parameters stage 2 must not move (comma-separated dotted prefixes of parameter paths, e.g.
+  # "src_table.id_embedding,tgt_table.id_embedding": the item tables stay the all-user ones).
+  c.train.stage2_frozen = ""
   c.train.anchor_lr_scale = 1.0  # the anchor's parameters (model.anchor = "mf") step this many times faster
   # > 0: the diffusion stage keeps the encoders' next-item loss, with this weight (joint fine-tuning).
   c.train.joint_encoder_weight = 0.0

@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import json
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,7 +33,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
+from flax import nnx
 from ml_collections import config_flags
+
+from lgcd_jax import builder, checkpoint, cli, config_check, inference, sharding, train
+from lgcd_jax.cli import UserError
+from lgcd_jax.data import loading, pipeline
+from lgcd_jax.data.prepared import direction_domains
+from lgcd_jax.model import scoring
+from lgcd_jax.model.lgcd import LGCD
 
 # Dense peak FLOP/s and memory bandwidth (bytes/s) of known devices, from the vendors' data sheets.
 PEAKS = {
@@ -103,7 +112,6 @@ def _denoiser_step_cost(graphdef, state, batch, cfg_batched: bool | None = None
   """FLOPs and bytes of one reverse step, as the sampler runs it (the cached denoiser, both CFG
   predictions): (setup + two chained steps) - (setup + one step), at different steps so that
   nothing of the second step is shared with the first."""
-  from flax import nnx
 
   def chain(state, batch, n):
     model, _ = nnx.merge(graphdef, state)
@@ -144,7 +152,6 @@ def _topk_cost_gap(graphdef, state, batch_size: int, d: int, dtype, chunk: int |
   so (full scores + top-k) - (streamed) stands in for the other chunks' scoring."""
   if chunk is None:
     return 0.0, 0.0
-  from flax import nnx
   x = jnp.zeros((batch_size, d), dtype)
   costs = []
   for c in (None, chunk):
@@ -163,15 +170,13 @@ def bench_sampling(setup, state, batch_size: int, sampler: str, steps: int, prec
   `lax.top_k`). graphdef: another model's (e.g. a synthetic catalogue), with its state. run=False:
   compile and analyse only (FLOPs, memory), no timing. cfg_batched: CFG's form (see
   `LGCD.sampling_denoiser`; None: the backend's default)."""
-  from lgcd_jax import sharding
-  from lgcd_jax.data import pipeline
-  from flax import nnx
   c = setup.config
   eval_batch = next(iter(pipeline.eval_batches(
       setup.ds, c.direction, "valid", setup.clues, maxlen=c.data.maxlen, clue_len=c.data.clue_len,
       text_dim=c.clues.text_dim, batch_size=min(batch_size, 512))))
   host = _tile_batch(eval_batch, batch_size)
-  host = {k: v for k, v in host.items() if k in ("src", "clue", "clue_sim", "summary", "has_summary")}
+  host = {k: v for k, v in host.items()
+          if k in ("src", "clue", "clue_sim", "summary", "has_summary", "noise_id")}
   dtype = jnp.bfloat16 if precision == "bfloat16" else jnp.float32
   batch = sharding.put_batch(setup.mesh, _cast_floats(host, dtype))
   model_state = _cast_floats(state, dtype)
@@ -182,7 +187,7 @@ def bench_sampling(setup, state, batch_size: int, sampler: str, steps: int, prec
     model, _ = nnx.merge(graphdef, state)
     if cfg_batched is not None:
       model.sampling_denoiser = functools.partial(model.sampling_denoiser, cfg_batched=cfg_batched)
-    return model.top_k(model.sample(batch, rng, sampler, steps), 10, topk_chunk)
+    return inference.top_k(model, batch, rng, sampler, steps, 10, topk_chunk)
 
   rng = jax.random.key(0)
   start = time.perf_counter()
@@ -223,32 +228,48 @@ def bench_sampling(setup, state, batch_size: int, sampler: str, steps: int, prec
   return row
 
 
-def bench_train(setup, state, steps: int) -> dict:
-  from lgcd_jax import sharding, train
-  from lgcd_jax.data import pipeline
+def bench_train(setup, state, steps: int, peak: dict | None = None) -> dict:
+  """The two stages' train steps at the run's batch size: users/s, compile time, FLOPs per user
+  (XLA's cost analysis of the compiled step) and achieved FLOP/s (and its share of `peak`).
+
+  Returns the diffusion-stage row (the fields of earlier versions) with the encoder stage's as
+  "encoder"."""
   c = setup.config
-  pools = pipeline.PairPools.build(setup.ds, c.direction, setup.clues, maxlen=c.data.maxlen,
-                                   clue_len=c.data.clue_len, text_dim=c.clues.text_dim)
-  data = pipeline.train_dataset(pools, c.data.batch_size, c.seed, use_pseudo=len(pools.pseudo) > 0)
-  batches = [sharding.put_batch(setup.mesh, data[i]) for i in range(steps + 1)]
-  state = jax.tree.map(jnp.copy, state)  # train_step donates its state
-  start = time.perf_counter()
-  state, metrics = train.train_step(setup.graphdef, state, batches[0], jax.random.key(0))
-  jax.block_until_ready(metrics)
-  compile_s = time.perf_counter() - start
-  start = time.perf_counter()
-  for i in range(1, steps + 1):
-    state, metrics = train.train_step(setup.graphdef, state, batches[i], jax.random.key(i))
-  jax.block_until_ready(metrics)
-  elapsed = time.perf_counter() - start
-  return {"batch_size": c.data.batch_size, "users_per_s": steps * c.data.batch_size / elapsed,
-          "compile_s": compile_s, "steps": steps}
+  data = pipeline.training_data(c, setup.ds, setup.clues)
+  put = lambda b: sharding.put_batch(setup.mesh, b)
+  stages = {
+      "encoder": (train.encoder_step, [tuple(put(b) for b in data.encoder_batches(i))
+                                       for i in range(steps + 1)]),
+      "diffusion": (train.train_step, [(put(data.pairs[i]),) for i in range(steps + 1)]),
+  }
+  rows = {}
+  for stage, (step_fn, batches) in stages.items():
+    state_copy = jax.tree.map(jnp.copy, state)  # the steps donate their state
+    start = time.perf_counter()
+    compiled = step_fn.lower(setup.graphdef, state_copy, *batches[0], jax.random.key(0)).compile()
+    compile_s = time.perf_counter() - start
+    flops, _ = _cost(compiled)
+    state_copy, metrics = compiled(state_copy, *batches[0], jax.random.key(0))  # warm-up
+    jax.block_until_ready(metrics)
+    start = time.perf_counter()
+    for i in range(1, steps + 1):
+      state_copy, metrics = compiled(state_copy, *batches[i], jax.random.key(i))
+    jax.block_until_ready(metrics)
+    elapsed = time.perf_counter() - start
+    row = {"stage": stage, "batch_size": c.data.batch_size, "steps": steps,
+           "users_per_s": steps * c.data.batch_size / elapsed, "compile_s": compile_s,
+           "flops_per_user": flops / c.data.batch_size if flops else None}
+    if flops:
+      row["achieved_flops_per_s"] = flops * steps / elapsed
+      if peak:
+        row["peak_fraction"] = row["achieved_flops_per_s"] / peak["float32"]
+    rows[stage] = row
+  return {**rows["diffusion"], "encoder": rows["encoder"]}
 
 
 def bench_topk(setup, state, batch_size: int, chunks, repeats: int) -> list[dict]:
   """Scoring every target item + top-10 alone, per top-k method: full scores then `lax.top_k`
   (chunk None) or the streamed running top-k over chunks of each size."""
-  from flax import nnx
   graphdef = setup.graphdef
   x = jax.random.normal(jax.random.key(0), (batch_size, setup.config.model.d))
   rows = []
@@ -266,9 +287,6 @@ def bench_catalogue(setup, batch_size: int, num_items: int, topk_chunk: int | No
   """Sampling (the config's default sampler) + top-10 over a synthetic catalogue of num_items
   target items (fresh weights, no titles) at float32: the streamed top-k timed, with its peak
   memory, and the full-scores top-k compiled only, for its peak memory."""
-  from flax import nnx
-  from lgcd_jax import sharding
-  from lgcd_jax.model.lgcd import LGCD
   c = setup.config
   m = c.model
   model = LGCD(c, setup.ds.num_items(_src_domain(c)), num_items, rngs=nnx.Rngs(0))
@@ -285,7 +303,6 @@ def bench_catalogue(setup, batch_size: int, num_items: int, topk_chunk: int | No
 
 
 def _src_domain(config) -> str:
-  from lgcd_jax.data.prepared import direction_domains
   return direction_domains(config.direction)[0]
 
 
@@ -321,21 +338,17 @@ def run(config, workdir: str | None, batch_sizes, precisions, repeats: int, trai
   """The whole benchmark. topk_chunk: the streamed top-k's chunk (None: the model default,
   0: full scores); topk_sweep: chunk sizes to time scoring + top-k alone at (0: full);
   catalogue: items of a synthetic-catalogue row (0: none); train_steps=0: no train step."""
-  from lgcd_jax import checkpoint, sharding, train
-  from lgcd_jax.data import loading
   workdir = Path(workdir or "workdirs/bench")
   ds = loading.load_dataset(config, workdir)
-  setup = train.build(config, ds, workdir)
+  setup = builder.build(config, ds, workdir)
   state = setup.state
   if (workdir / "checkpoints" / "best").exists():
-    from lgcd_jax.cli import UserError
     try:
       restored = checkpoint.Checkpointer(workdir).restore("best", state)
     except checkpoint.CheckpointReadError as e:
       raise UserError(f"{e}; retrain, or bench fresh weights with another --workdir") from e
     if restored is not None:
       state = sharding.put_replicated(setup.mesh, restored[0])
-  from lgcd_jax.model import scoring
   topk_chunk = scoring.DEFAULT_CHUNK if topk_chunk is None else (topk_chunk or None)
   m = setup.config.model
   chain = m.guess_start_step if m.use_guesser else m.diffusion_steps
@@ -366,7 +379,7 @@ def run(config, workdir: str | None, batch_sizes, precisions, repeats: int, trai
     result["catalogue"] = bench_catalogue(setup, batch_sizes[0], int(catalogue), topk_chunk,
                                           max(1, min(repeats, 2)))
   if train_steps:
-    result["train"] = bench_train(setup, state, train_steps)
+    result["train"] = bench_train(setup, state, train_steps, peak)
   return result
 
 
@@ -376,7 +389,6 @@ PEER_SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "torch_pee
 def run_peer(python: str, result: dict, batch_size: int, repeats: int) -> dict:
   """Runs benchmarks/torch_peer.py under `python` (one with torch) at this run's shapes: T = the
   DDPM row's steps, the batch, d, target items, source sequence length, layers, heads, CFG weight."""
-  import subprocess
   c = result["config"]
   m = c["model"]
   ddpm = next((r for r in result["sampling"] if r["sampler"] == "ddpm"), None)
@@ -447,7 +459,6 @@ def _define_flags():
 
 def main(argv):
   del argv
-  from lgcd_jax import cli, config_check
   f = flags.FLAGS
   failure = require_backend(f.backend, f.require_device)
   if failure:
@@ -490,9 +501,12 @@ def main(argv):
           + f"{r['flops_per_user']:.3e} FLOPs/user, peak {_mb(r.get('peak_bytes'))} "
           f"(temporaries {_mb(r.get('temp_bytes'))}, arguments {_mb(r.get('argument_bytes'))})")
   if "train" in result:
-    t = result["train"]
-    print(f"train step: batch {t['batch_size']}, {t['users_per_s']:,.0f} users/s "
-          f"(compile {t['compile_s']:.1f}s)")
+    for t in (result["train"]["encoder"], result["train"]):
+      flops = (f", {t['flops_per_user']:.3e} FLOPs/user, {t['achieved_flops_per_s']:.3e} FLOP/s"
+               if t.get("flops_per_user") else "")
+      share = f" ({t['peak_fraction']:.0%} of peak)" if t.get("peak_fraction") else ""
+      print(f"train step, {t['stage']} stage: batch {t['batch_size']}, {t['users_per_s']:,.0f} "
+            f"users/s{flops}{share} (compile {t['compile_s']:.1f}s)")
   if "peer" in result:
     print_peer(result)
 
@@ -502,6 +516,5 @@ def _mb(n) -> str:
 
 
 if __name__ == "__main__":
-  from lgcd_jax import cli as _cli
   _define_flags()
-  app.run(main, flags_parser=_cli.flags_parser)
+  app.run(main, flags_parser=cli.flags_parser)

@@ -15,7 +15,7 @@ from lgcd_jax.cli import UserError
 
 # Fields a resumed run may change: how long it trains and how often it evaluates, logs and saves.
 # A longer train.steps continues the run; its learning-rate schedule stays the first run's
-# (`train.make_optimizer`: cosine over the first run's steps, then constant at lr/10).
+# (`builder.make_optimizer`: cosine over the first run's steps, then constant at lr/10).
 RESUMABLE = ("train.steps", "train.eval_every", "train.log_every", "train.checkpoint_every",
              "data.eval_batch_size", "workdir")
 

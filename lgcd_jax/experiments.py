@@ -143,8 +143,12 @@ def _duration(seconds: float) -> str:
 
 def run_suite(specs: Sequence[suites.RunSpec], out: str | Path, config_path: str,
               overrides: Sequence[str], header: dict | None = None, *,
-              echo: Callable[[str], None] = print, python: str = sys.executable) -> dict:
-  """Runs every spec not yet done, in order; returns {"done": n, "failed": n, "skipped": n}."""
+              echo: Callable[[str], None] = print, python: str = sys.executable,
+              jobs: int = 1) -> dict:
+  """Runs every spec not yet done, in order, up to `jobs` at a time (each its own subprocess);
+  returns {"done": n, "failed": n, "skipped": n}."""
+  if jobs < 1:
+    raise ValueError(f"jobs must be >= 1, got {jobs}")
   out = Path(out)
   out.mkdir(parents=True, exist_ok=True)
   index = Index(out, {**(header or {}), "config": config_path, "overrides": list(overrides)})
@@ -154,30 +158,29 @@ def run_suite(specs: Sequence[suites.RunSpec], out: str | Path, config_path: str
   counts = {"done": 0, "failed": 0, "skipped": 0}
   suite_start = time.perf_counter()
   run_times = []
+  todo = []
   for i, rec in enumerate(records, 1):
     if rec["state"] == "done":
       counts["skipped"] += 1
       echo(f"[{i}/{n}] skip {rec['name']} (results.json present)")
-      continue
-    spec = specs[i - 1]
-    workdir = out / spec.name
-    workdir.mkdir(parents=True, exist_ok=True)
-    cmd = command(spec, config_path, overrides, workdir, python)
-    rec.update(state="running", started=_now(), finished=None, error=None, rc=None,
-               attempts=rec.get("attempts", 0) + 1)
-    index.save()
-    echo(f"[{i}/{n}] start {rec['name']} (attempt {rec['attempts']}, suite "
-         f"{_duration(time.perf_counter() - suite_start)} elapsed)")
-    start = time.perf_counter()
-    rc = _run_logged(cmd, workdir / "run.log", rec, index)
+    else:
+      todo.append(i)
+  running: dict[int, tuple[subprocess.Popen, object, float]] = {}  # i -> (process, log, start)
+
+  def finish(i: int, rc: int) -> None:
+    rec, (_, log, start) = records[i - 1], running.pop(i)
+    log.close()
     wall = time.perf_counter() - start
+    workdir = out / rec["name"]
     rec.update(wall_s=round(wall, 1), finished=_now(), rc=rc)
     if rc == 0 and (workdir / "results.json").exists():
       rec["state"] = "done"
       counts["done"] += 1
       run_times.append(wall)
-      left = sum(1 for r in records[i:] if r["state"] != "done")
-      eta = f", ~{_duration(left * sum(run_times) / len(run_times))} left" if left else ""
+      left = len(todo) + len(running)
+      # Runs finish `jobs` at a time: the time left is the mean run time per concurrent slot.
+      eta = (f", ~{_duration(left * sum(run_times) / len(run_times) / jobs)} left"
+             if left else "")
       echo(f"[{i}/{n}] done {rec['name']} in {_duration(wall)} "
            f"(suite {_duration(time.perf_counter() - suite_start)}{eta})")
     else:
@@ -187,6 +190,39 @@ def run_suite(specs: Sequence[suites.RunSpec], out: str | Path, config_path: str
       last = rec["error"].strip().splitlines()[-1] if rec["error"].strip() else ""
       echo(f"[{i}/{n}] FAILED {rec['name']} (exit {rc}) after {_duration(wall)}: {last}")
     index.save()
+
+  try:
+    while todo or running:
+      while todo and len(running) < jobs:
+        i = todo.pop(0)
+        spec, rec = specs[i - 1], records[i - 1]
+        workdir = out / spec.name
+        workdir.mkdir(parents=True, exist_ok=True)
+        rec.update(state="running", started=_now(), finished=None, error=None, rc=None,
+                   attempts=rec.get("attempts", 0) + 1)
+        index.save()
+        echo(f"[{i}/{n}] start {rec['name']} (attempt {rec['attempts']}, suite "
+             f"{_duration(time.perf_counter() - suite_start)} elapsed)")
+        cmd = command(spec, config_path, overrides, workdir, python)
+        running[i] = (*_start_logged(cmd, workdir / "run.log", rec), time.perf_counter())
+      for i, (proc, _, _) in list(running.items()):
+        rc = proc.poll()
+        if rc is not None:
+          finish(i, rc)
+      if running:
+        time.sleep(0.2)
+  except BaseException:  # Ctrl-C or a kill of the suite: stop the runs, leave them resumable
+    for i, (proc, log, _) in running.items():
+      proc.terminate()
+    for i, (proc, log, _) in running.items():
+      try:
+        proc.wait(timeout=60)
+      except subprocess.TimeoutExpired:
+        proc.kill()
+      log.close()
+      records[i - 1].update(state="pending", error="interrupted", finished=_now())
+    index.save()
+    raise
   failed = [r["name"] for r in records if r["state"] == "failed"]
   echo(f"suite: {counts['done']} ran, {counts['skipped']} already done, {len(failed)} failed "
        f"of {n} in {_duration(time.perf_counter() - suite_start)}"
@@ -194,25 +230,14 @@ def run_suite(specs: Sequence[suites.RunSpec], out: str | Path, config_path: str
   return counts
 
 
-def _run_logged(cmd: list[str], log_path: Path, rec: dict, index: Index) -> int:
-  """Runs `cmd` with its stdout and stderr appended to `log_path`; an interrupt stops it cleanly."""
+def _start_logged(cmd: list[str], log_path: Path, rec: dict):
+  """Starts `cmd` with its stdout and stderr appended to `log_path`: (process, open log file)."""
   env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-  with open(log_path, "ab") as log:
-    log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} attempt {rec['attempts']}: "
-              f"{' '.join(cmd)}\n".encode())
-    log.flush()
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    try:
-      return proc.wait()
-    except BaseException:  # Ctrl-C or a kill of the suite: leave the run resumable
-      proc.terminate()
-      try:
-        proc.wait(timeout=60)
-      except subprocess.TimeoutExpired:
-        proc.kill()
-      rec.update(state="pending", error="interrupted", finished=_now())
-      index.save()
-      raise
+  log = open(log_path, "ab")
+  log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} attempt {rec['attempts']}: "
+            f"{' '.join(cmd)}\n".encode())
+  log.flush()
+  return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log
 
 
 def list_runs(specs: Sequence[suites.RunSpec], out: Path, overrides: Sequence[str],
@@ -238,6 +263,8 @@ def _define_flags():
   flags.DEFINE_list("directions", ["A2B", "B2A"], "Directions to run.")
   flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of the trained runs.")
   flags.DEFINE_bool("dry_run", False, "List the runs and their states; run nothing.")
+  flags.DEFINE_integer("jobs", 1, "Runs at a time (each its own main.py process); e.g. one per "
+                       "accelerator, or 2 on a CPU machine whose runs leave cores idle.")
   flags.DEFINE_list("only", [], "Run only these variants (e.g. popularity,mf or lgcd-no_moe); the "
                     "others stay as they are.")
   flags.DEFINE_list("nk_values", None, "Sensitivity: data.clue_len values (default 5,10,20,40).")
@@ -284,7 +311,7 @@ def main(argv):
   # `kill PID` stops the suite as Ctrl-C does: the running run is stopped and left resumable.
   signal.signal(signal.SIGTERM, _raise_interrupt)
   try:
-    counts = run_suite(specs, out, config_path, overrides, header)
+    counts = run_suite(specs, out, config_path, overrides, header, jobs=f.jobs)
   except KeyboardInterrupt:
     print(f"interrupted; the same command resumes the suite ({out / INDEX})", file=sys.stderr)
     sys.exit(130)

@@ -37,10 +37,10 @@ from flax import nnx
 
 from lgcd_jax import checkpoint as ckpt_lib
 from lgcd_jax import user_keys
-from lgcd_jax.data import pipeline
+from lgcd_jax.data import atomic, pipeline
 from lgcd_jax.data.prepared import PreparedDataset, Ragged, direction_domains
 from lgcd_jax.cli import UserError
-from lgcd_jax.train import SAMPLE_SEED_OFFSET
+from lgcd_jax import inference
 
 
 
@@ -100,9 +100,8 @@ class Recommender:
     self.sampler = sampler or c.model.sampler
     self.steps = int(steps or c.model.sample_steps)
     self.batch_size = int(batch_size)
-    self.rng = jax.random.key(c.seed + SAMPLE_SEED_OFFSET)
+    self.rng = inference.sampling_key(c.seed)
     self._bridge = None
-    self._topk = jax.jit(self._topk_impl, static_argnums=(0, 1, 2, 5))
 
   # --- clues --------------------------------------------------------------------------------------
 
@@ -224,13 +223,6 @@ class Recommender:
 
   # --- serving ------------------------------------------------------------------------------------
 
-  def _topk_impl(self, graphdef, sampler, steps, state, batch, topk, rng):
-    model = nnx.merge(graphdef, state)
-    # One key per user (fold_in of its noise_id): its output does not depend on its line or batch.
-    rng = user_keys.batch_keys(rng, batch)
-    # Streamed over item chunks (memory O(batch x chunk)); equal to lax.top_k of model.score.
-    return model.top_k(model.sample(batch, rng, sampler, steps), topk)
-
   def _batch(self, requests: list[dict]) -> tuple[dict, list[str]]:
     c = self.config
     b, maxlen, clue_len, text_dim = self.batch_size, c.data.maxlen, c.data.clue_len, c.clues.text_dim
@@ -275,8 +267,11 @@ class Recommender:
     """Requests (from `parse`, at most batch_size) -> one output record each."""
     topk = min(int(topk), len(self.tgt_ids))
     batch, sources = self._batch(requests)
-    scores, items = self._topk(self.graphdef, self.sampler, self.steps, self.state,
-                               {k: jnp.asarray(v) for k, v in batch.items()}, topk, self.rng)
+    # Streamed over item chunks; one key per user (its noise_id), so its output does not depend on
+    # its line or batch.
+    scores, items = inference.top_k_step(self.graphdef, self.state,
+                                         {k: jnp.asarray(v) for k, v in batch.items()},
+                                         self.sampler, self.steps, self.rng, topk)
     scores, items = np.asarray(scores), np.asarray(items)
     return [{"user": r["user"], "items": self.tgt_ids[items[i]].tolist(),
              "scores": [float(x) for x in scores[i]], "clue_source": sources[i]}
@@ -344,22 +339,17 @@ def main(argv):
   with cli.user_errors():
     rec = Recommender(f.workdir, f.checkpoint, f.sampler, f.steps, f.batch_size)
   out_path = Path(f.output)
-  tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
   served = failed = 0
   serve_start = time.perf_counter()
-  try:
-    with open(f.input, encoding="utf-8", errors="replace") as f_in, \
-        open(tmp, "w", encoding="utf-8") as f_out:
-      for record in rec.serve_lines(f_in, f.topk):
-        f_out.write(json.dumps(record) + "\n")
-        if "error" in record:
-          failed += 1
-        else:
-          served += 1
-    os.replace(tmp, out_path)
-  finally:
-    if tmp.exists():
-      tmp.unlink()
+  # Written as it is served, renamed into place at the end: a crash leaves no half-written output.
+  with open(f.input, encoding="utf-8", errors="replace") as f_in, \
+      atomic.atomic_open(out_path) as f_out:
+    for record in rec.serve_lines(f_in, f.topk):
+      f_out.write(json.dumps(record) + "\n")
+      if "error" in record:
+        failed += 1
+      else:
+        served += 1
   elapsed = time.perf_counter() - serve_start
   print(f"served {served} users, {failed} lines with errors, {served / max(elapsed, 1e-9):,.0f} "
         f"users/s (load {serve_start - start:.1f}s); wrote {out_path}", file=sys.stderr)

@@ -23,6 +23,10 @@ def test_quick_bench_reports_every_field(trained_tiny):
     assert ddpm["flops_per_user"] > ddim["flops_per_user"]
   assert result["train"]["batch_size"] == tiny.get_config().data.batch_size
   assert result["train"]["users_per_s"] > 0
+  for row in (result["train"], result["train"]["encoder"]):  # both stages, with their FLOPs
+    assert row["users_per_s"] > 0 and row["steps"] >= 1
+    assert row["flops_per_user"] > 0 and row["achieved_flops_per_s"] > 0
+  assert result["train"]["stage"] == "diffusion" and result["train"]["encoder"]["stage"] == "encoder"
 
 
 def test_peak_table_lookup():

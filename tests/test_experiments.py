@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 
 
@@ -104,3 +106,21 @@ def test_a_suite_records_a_failure_goes_on_and_resumes(tmp_path, monkeypatch):
     raise AssertionError("a resume with other overrides should be refused")
   except ValueError as e:
     assert "overrides" in str(e)
+
+
+def test_jobs_run_concurrently_and_record_every_run(tmp_path, monkeypatch):
+  """--jobs=2: two runs at a time (their run windows overlap), each recorded as with one job."""
+  from lgcd_jax import experiments, suites
+  monkeypatch.chdir(REPO)
+  out = tmp_path / "suite"
+  specs = [suites._spec(m, m, d, 0) for m in ("popularity", "cooccurrence") for d in ("A2B", "B2A")]
+  lines = []
+  counts = experiments.run_suite(specs, out, "configs/tiny.py", ["train.steps=5"],
+                                 {"suite": "test"}, echo=lines.append, jobs=2)
+  assert counts == {"done": 4, "failed": 0, "skipped": 0}
+  runs = {r["name"]: r for r in json.loads((out / "index.json").read_text())["runs"]}
+  assert all(runs[s.name]["state"] == "done" for s in specs)
+  assert [l.split()[1] for l in lines[:2]] == ["start", "start"]  # two started before any ended
+  with pytest.raises(ValueError, match="jobs"):
+    experiments.run_suite(specs, out, "configs/tiny.py", ["train.steps=5"], {"suite": "test"},
+                          jobs=0)

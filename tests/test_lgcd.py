@@ -304,13 +304,18 @@ def test_tiny_model_overfits_and_frozen_titles_stay_put():
 def test_dmcdr_scores_do_not_depend_on_the_clue():
   """DMCDR (DESIGN.md §2) is guided by the source behaviour only: no clue token, summary or pooled
   clue may reach the denoiser, the gate or the guesser."""
-  from lgcd_jax import train
+  from lgcd_jax import builder
   from lgcd_jax.model.lgcd import uses_clues
   base = _config()
   base.method = "dmcdr"
-  config = train.method_config(base)
+  config = builder.method_config(base)
   assert not uses_clues(config) and config.model.conditioning == "cfg"
-  assert uses_clues(train.method_config(_config()))  # lgcd reads clues
+  assert uses_clues(builder.method_config(_config()))  # lgcd reads clues
+  for method in ("dmcdr", "emcdr"):  # the MF anchor is LGCD's: the baselines generate from scratch
+    anchored = _config(anchor="mf")
+    anchored.method = method
+    assert builder.method_config(anchored).model.anchor == "none"
+  assert builder.method_config(_config(anchor="mf")).model.anchor == "mf"
   graphdef, state = nnx.split(_model(config))
 
   @jax.jit
@@ -386,3 +391,26 @@ def test_anchor_recency_sets_the_initial_position_weights():
                              rtol=1e-4, atol=1e-4)
   with pytest.raises(ValueError, match="anchor_recency"):
     LGCD(_config(anchor="mf", anchor_recency=0.0), NUM_SRC, NUM_TGT, None, None, rngs=nnx.Rngs(0))
+
+
+def test_residual_weight_penalises_what_the_networks_add_to_the_anchor():
+  """train.residual_weight adds weight x residual_loss, the mean squared size of guess - anchor plus
+  x0_hat - anchor; at initialisation (zero gates) the residual is zero, with open gates it is not."""
+  c = _config(anchor="mf", item_bias=False)
+  rs = np.random.RandomState(5)
+  src_init = rs.randn(NUM_SRC, c.model.d).astype(np.float32)
+  tgt_init = rs.randn(NUM_TGT, c.model.d).astype(np.float32)
+  batch = _batch(c)
+  losses = {}
+  for weight in (0.0, 2.0):
+    c.train.residual_weight = weight
+    model = LGCD(c, NUM_SRC, NUM_TGT, None, None, rngs=nnx.Rngs(0), src_id_init=src_init,
+                 tgt_id_init=tgt_init)
+    _, closed = model.loss(batch, jax.random.key(1), train=False)
+    assert float(closed["residual_loss"]) == 0.0
+    model.residual_gate[...] = jnp.asarray([0.5, 0.3])
+    losses[weight] = model.loss(batch, jax.random.key(1), train=False)
+  residual = float(losses[2.0][1]["residual_loss"])
+  assert residual > 0
+  np.testing.assert_allclose(float(losses[2.0][0]) - float(losses[0.0][0]), 2.0 * residual,
+                             rtol=1e-4)

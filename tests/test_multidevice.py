@@ -14,29 +14,24 @@ PROBE = r"""
 import json, sys
 import jax
 from configs import tiny
-from lgcd_jax import sharding, train
+from lgcd_jax import builder, sharding, train
 from lgcd_jax.data import loading, pipeline
-from lgcd_jax.data.prepared import direction_domains
 
 config = tiny.get_config()
 ds = loading.load_dataset(config, sys.argv[1])
-setup = train.build(config, ds)
+setup = builder.build(config, ds)
 c, state = setup.config, setup.state
-src, tgt = direction_domains(c.direction)
-seqs = {d: pipeline.sequence_dataset(ds, d, c.data.maxlen, c.data.batch_size, c.seed + i)
-        for i, d in enumerate((src, tgt))}
-pools = pipeline.PairPools.build(ds, c.direction, setup.clues, maxlen=c.data.maxlen,
-                                 clue_len=c.data.clue_len, text_dim=c.clues.text_dim)
-pairs = pipeline.train_dataset(pools, c.data.batch_size, c.seed)
+data = pipeline.training_data(c, ds, setup.clues)
 put = lambda b: sharding.put_batch(setup.mesh, b)
 key = jax.random.key(0)
 losses = []
 for i in range(3):
-  state, m = train.encoder_step(setup.graphdef, state, put(seqs[src][i]), put(seqs[tgt][i]),
-                                jax.random.fold_in(key, i))
+  src, tgt = data.encoder_batches(i)
+  state, m = train.encoder_step(setup.graphdef, state, put(src), put(tgt), jax.random.fold_in(key, i))
   losses.append(float(m["encoder_loss/src"] + m["encoder_loss/tgt"]))
 for i in range(4):
-  state, m = train.train_step(setup.graphdef, state, put(pairs[i]), jax.random.fold_in(key, 10 + i))
+  state, m = train.train_step(setup.graphdef, state, put(data.pairs[i]),
+                              jax.random.fold_in(key, 10 + i))
   losses.append(float(m["loss"]))
 valid = train.evaluate_split(setup, state, "valid")
 print("RESULT " + json.dumps({"devices": jax.device_count(), "losses": losses,

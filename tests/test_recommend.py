@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from lgcd_jax import checkpoint, train
+from lgcd_jax import builder, checkpoint, inference
 from lgcd_jax.data import loading, pipeline
 from lgcd_jax.recommend import Recommender
 
@@ -31,15 +31,15 @@ def _valid_lines(ds, config):
 def test_served_topk_equals_the_evaluation_path(trained):
   config = tiny.get_config()
   ds = loading.load_dataset(config, trained)
-  setup = train.build(config, ds)
+  setup = builder.build(config, ds)
   state = checkpoint.Checkpointer(trained).restore("best", setup.state)[0]
-  rng = jax.random.key(config.seed + train.SAMPLE_SEED_OFFSET)
+  rng = jax.random.key(config.seed + inference.SAMPLE_SEED_OFFSET)
   expected = []
   for batch in pipeline.eval_batches(ds, config.direction, "valid", setup.clues,
                                      maxlen=config.data.maxlen, clue_len=config.data.clue_len,
                                      text_dim=config.clues.text_dim,
                                      batch_size=config.data.eval_batch_size):
-    scores = train.score_step(setup.graphdef, state, batch, config.model.sampler,
+    scores = inference.score_step(setup.graphdef, state, batch, config.model.sampler,
                               config.model.sample_steps, rng)
     top = np.asarray(jax.lax.top_k(scores, 5)[1])
     expected += [ds.item_ids["B"][row].tolist() for row, w in zip(top, batch["weight"]) if w > 0]

@@ -159,9 +159,9 @@ def test_a_half_deleted_checkpoint_does_not_stop_a_run(trained_tiny, tmp_path, c
 
 
 def _like_state(config, workdir):
-  from lgcd_jax import train
+  from lgcd_jax import builder
   from lgcd_jax.data import loading
-  return train.build(config, loading.load_dataset(config, workdir)).state
+  return builder.build(config, loading.load_dataset(config, workdir)).state
 
 
 def test_recommend_and_bench_name_the_checkpoint_they_cannot_read(trained_tiny, tmp_path):

@@ -5,7 +5,7 @@ import numpy as np
 from flax import nnx
 
 from conftest import TRAINED_TINY_OVERRIDES, tiny_config
-from lgcd_jax import sharding, train
+from lgcd_jax import builder, sharding, train
 from lgcd_jax.data import loading, pipeline
 
 
@@ -17,7 +17,7 @@ def _leaves(state, name):
 def test_target_encoder_is_bit_identical_across_stage_2(trained_tiny):
   config = tiny_config(**TRAINED_TINY_OVERRIDES)  # the trained run's shapes: compiles are cached
   ds = loading.load_dataset(config, trained_tiny[0])
-  setup = train.build(config, ds)
+  setup = builder.build(config, ds)
   c, g = setup.config, setup.graphdef
   put = lambda b: sharding.put_batch(setup.mesh, b)
   key = jax.random.key(0)
@@ -45,8 +45,8 @@ def test_target_encoder_is_bit_identical_across_stage_2(trained_tiny):
 
 
 def test_joint_fine_tuning_still_trains_the_target_encoder_in_stage_2():
-  opt = train.make_optimizer(tiny_config(**{"train.joint_encoder_weight": 1.0}))
-  frozen = train.make_optimizer(tiny_config())
+  opt = builder.make_optimizer(tiny_config(**{"train.joint_encoder_weight": 1.0}))
+  frozen = builder.make_optimizer(tiny_config())
   params = {"tgt_encoder": {"w": np.ones(2, np.float32)}, "other": {"w": np.ones(2, np.float32)}}
   grads = jax.tree.map(lambda x: x * 0.5, params)
   for tx, moves in ((opt, True), (frozen, False)):
@@ -66,7 +66,7 @@ def test_anchor_lr_scale_speeds_up_only_the_anchor_parameters():
   steps = {}
   for scale in (1.0, 10.0):
     c = tiny_config(**{"train.anchor_lr_scale": scale, "train.warmup_steps": 1})
-    tx = train.make_optimizer(c)
+    tx = builder.make_optimizer(c)
     state = tx.init(params)
     for _ in range(2):
       updates, state = tx.update(grads, state, params)
@@ -76,3 +76,25 @@ def test_anchor_lr_scale_speeds_up_only_the_anchor_parameters():
   np.testing.assert_allclose(steps[10.0]["anchor_scale"], 10 * steps[1.0]["anchor_scale"], rtol=1e-6)
   np.testing.assert_array_equal(steps[10.0]["denoiser"]["w"], steps[1.0]["denoiser"]["w"])
   assert float(jnp.abs(steps[1.0]["anchor_scale"])) > 0
+
+
+def test_stage2_frozen_keeps_the_named_parameters_after_stage_1():
+  """train.stage2_frozen: the named parameters (dotted path prefixes) move in stage 1 and get zero
+  updates from stage 2 on; the others keep training; the target encoder stays frozen as before."""
+  c = tiny_config(**{"train.stage2_frozen": "src_table.id_embedding, tgt_table"})
+  tx = builder.make_optimizer(c)
+  params = {"src_table": {"id_embedding": np.ones(2, np.float32), "title_proj": np.ones(2, np.float32)},
+            "tgt_table": {"id_embedding": np.ones(2, np.float32)},
+            "tgt_encoder": {"w": np.ones(2, np.float32)}, "denoiser": {"w": np.ones(2, np.float32)}}
+  grads = jax.tree.map(lambda x: x * 0.5, params)
+  state = tx.init(params)
+  moved = lambda u: bool(np.any(np.asarray(u) != 0))
+  for step in range(c.train.encoder_steps + 2):
+    updates, state = tx.update(grads, state, params)
+    if step == 0:
+      continue  # the warm-up's first rate is 0
+    stage1 = step < c.train.encoder_steps
+    assert moved(updates["src_table"]["id_embedding"]) == stage1
+    assert moved(updates["tgt_table"]["id_embedding"]) == stage1
+    assert moved(updates["tgt_encoder"]["w"]) == stage1
+    assert moved(updates["src_table"]["title_proj"]) and moved(updates["denoiser"]["w"])

@@ -9,12 +9,13 @@ import sys
 import time
 from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
 from conftest import TRAINED_TINY_OVERRIDES, tiny_config
-from lgcd_jax import experiment, train
+from lgcd_jax import builder, experiment, train
 from lgcd_jax.data import loading
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,7 +83,7 @@ def test_nan_loss_stops_with_last_good_checkpoint_intact(trained_tiny, tmp_path,
   assert last == 40
   # Resume with more steps and a poisoned learning rate (not through the config: a resume must keep
   # the run's train.lr): the parameters become NaN.
-  monkeypatch.setattr(train, "learning_rate", lambda config, steps=None: lambda i: float("nan"))
+  monkeypatch.setattr(builder, "learning_rate", lambda config, steps=None: lambda i: float("nan"))
   with pytest.raises(train.NonFiniteLossError, match="last good checkpoint"):
     experiment.run(tiny_config(**{"train.steps": 40}), workdir)
   ckpt = train.ckpt_lib.Checkpointer(workdir)
@@ -92,7 +93,7 @@ def test_nan_loss_stops_with_last_good_checkpoint_intact(trained_tiny, tmp_path,
 
 def _like_state(workdir):
   config = tiny_config(**TRAINED_TINY_OVERRIDES)
-  return train.build(config, loading.load_dataset(config, workdir)).state
+  return builder.build(config, loading.load_dataset(config, workdir)).state
 
 
 def test_item_bias_can_start_from_log_popularity_over_all_target_training_users(trained_tiny):
@@ -106,15 +107,15 @@ def test_item_bias_can_start_from_log_popularity_over_all_target_training_users(
       for item in seq:
         counts[item] += 1
   expected = np.log1p(counts) - np.log1p(counts).mean()
-  np.testing.assert_allclose(train.bias_init(config, ds), expected, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(builder.bias_init(config, ds), expected, rtol=1e-5, atol=1e-6)
 
-  setup = train.build(config, ds)
+  setup = builder.build(config, ds)
   model, _ = nnx.merge(setup.graphdef, setup.state)
   np.testing.assert_allclose(model.tgt_bias[...], expected, rtol=1e-5, atol=1e-6)
-  assert train.bias_init(tiny_config(**{"model.item_bias": False,
+  assert builder.bias_init(tiny_config(**{"model.item_bias": False,
                                        "model.item_bias_init": "log_popularity"}), ds) is None
   with pytest.raises(ValueError, match="item_bias_init"):
-    train.bias_init(tiny_config(**{"model.item_bias": True, "model.item_bias_init": "popular"}), ds)
+    builder.bias_init(tiny_config(**{"model.item_bias": True, "model.item_bias_init": "popular"}), ds)
 
 
 def test_joint_fine_tuning_keeps_the_encoder_objective_in_the_diffusion_stage(tmp_path):
@@ -125,3 +126,25 @@ def test_joint_fine_tuning_keeps_the_encoder_objective_in_the_diffusion_stage(tm
   diffusion = [r for r in rows if r["kind"] == "train" and r["stage"] == "diffusion"]
   assert diffusion and all(np.isfinite(r["encoder_loss/tgt"]) and "rec_loss" in r
                            for r in diffusion)
+
+
+def test_itstime_decides_every_periodic_action():
+  """Log, eval and checkpoint run every `every` steps and after the last step; every <= 0: last only."""
+  assert [s for s in range(1, 11) if train.itstime(s, 4, 10)] == [4, 8, 10]
+  assert [s for s in range(1, 11) if train.itstime(s, 0, 10)] == [10]
+  assert [s for s in range(1, 7) if train.itstime(s, 3, 6)] == [3, 6]
+
+
+def test_pending_losses_name_the_first_non_finite_step(tmp_path):
+  """The loop reads its device losses only at log, eval and checkpoint steps; the read names the first
+  non-finite step among all the steps since the last read, and returns the last loss otherwise."""
+  pending = train._PendingLosses()
+  ckpt = train.ckpt_lib.Checkpointer(tmp_path)
+  for step, value in ((1, 2.0), (2, 1.5)):
+    pending.add(step, "encoder", jnp.asarray(value))
+  assert pending.check(tmp_path, ckpt) == 1.5
+  for step, value in ((3, 1.0), (4, float("inf")), (5, float("nan"))):
+    pending.add(step, "diffusion", jnp.asarray(value))
+  with pytest.raises(train.NonFiniteLossError, match=r"loss is inf at step 4 \(diffusion stage\)"):
+    pending.check(tmp_path, ckpt)
+  ckpt.close()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from lgcd_jax import checkpoint, train, user_keys
+from lgcd_jax import builder, checkpoint, train, user_keys
 from lgcd_jax.data import loading
 from lgcd_jax.model import diffusion
 from lgcd_jax.recommend import Recommender
@@ -42,7 +42,7 @@ def test_noise_ids_are_stable():
 
 def _restored(workdir, config):
   ds = loading.load_dataset(config, workdir)
-  setup = train.build(config, ds)
+  setup = builder.build(config, ds)
   state = checkpoint.Checkpointer(workdir).restore("best", setup.state)[0]
   return setup, state
 

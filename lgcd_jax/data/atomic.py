@@ -41,13 +41,18 @@ def atomic_directory(final: str | os.PathLike, overwrite: bool = False):
     raise
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8"):
+  """Yields a file open for writing next to `path`; on success it is flushed, synced and renamed onto
+  `path`, on any exception it is removed and `path` is untouched (for output written as it streams)."""
+  if mode not in ("w", "wb"):
+    raise ValueError(f"mode must be 'w' or 'wb', got {mode!r}")
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
   try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
+    with os.fdopen(fd, mode, encoding=None if mode == "wb" else encoding) as f:
+      yield f
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -55,6 +60,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with contextlib.suppress(FileNotFoundError):
       os.unlink(tmp)
     raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+  with atomic_open(path, "wb") as f:
+    f.write(data)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -416,6 +416,41 @@ def make_train_iterator(dataset: grain.MapDataset, start_step: int = 0,
   return it
 
 
+@dataclasses.dataclass
+class TrainingData:
+  """Everything a run trains on, built once from its config (`training_data`).
+
+  sequences: per domain, the stage-1 next-item batches (element i: step i's batch); pools: the real
+  and pseudo pair pools; pairs: the stage-2 pair batches (element j: the j-th diffusion step's),
+  drawn by the cyclic batch sampler; use_pseudo: whether pseudo pairs are drawn at all.
+  """
+  src_domain: str
+  tgt_domain: str
+  sequences: dict
+  pools: PairPools
+  pairs: grain.MapDataset
+  use_pseudo: bool
+
+  def encoder_batches(self, step: int) -> tuple[dict, dict]:
+    """(source, target) next-item batches of global step `step`."""
+    return self.sequences[self.src_domain][step], self.sequences[self.tgt_domain][step]
+
+
+def training_data(config, ds: PreparedDataset, clues: ClueSet | None) -> TrainingData:
+  """The sequence datasets, pair pools and cyclic pair dataset of a run's config (data.*, model.*,
+  seed, direction): what the training loop, the benchmark and the multi-device probe train on."""
+  src_dom, tgt_dom = direction_domains(config.direction)
+  c = config
+  sequences = {d: sequence_dataset(ds, d, c.data.maxlen, c.data.batch_size, c.seed + i)
+               for i, d in enumerate((src_dom, tgt_dom))}
+  pools = PairPools.build(ds, c.direction, clues, maxlen=c.data.maxlen, clue_len=c.data.clue_len,
+                          text_dim=c.clues.text_dim)
+  use_pseudo = bool(c.model.use_pseudo) and len(pools.pseudo) > 0
+  pairs = train_dataset(pools, c.data.batch_size, c.seed, cycle=tuple(c.model.cycle.split(",")),
+                        cyclic=c.model.cyclic_batch, use_pseudo=use_pseudo)
+  return TrainingData(src_dom, tgt_dom, sequences, pools, pairs, use_pseudo)
+
+
 # ----------------------------------------------------------------------------------------------------
 # Evaluation.
 

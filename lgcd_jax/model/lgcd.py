@@ -66,18 +66,16 @@ import numpy as np
 from flax import nnx
 
 from lgcd_jax.model import diffusion, scoring
-from lgcd_jax.model.denoiser import CONDITIONINGS, Conditions, Denoiser
+from lgcd_jax.model.denoiser import Conditions, Denoiser
 from lgcd_jax.model.encoder import SequenceEncoder, last_state, next_item_loss
 from lgcd_jax.model.guesser import Guesser
 from lgcd_jax.model.items import ItemTable
+from lgcd_jax.model.settings import SAMPLERS, LGCDSettings
 
 Batch = dict[str, Any]
 
 # Shared sampled negatives of the next-item objective when the config has no
 # `train.encoder_negatives` field (see `encoder.next_item_loss`).
-DEFAULT_ENCODER_NEGATIVES = 256
-SAMPLERS = ("ddpm", "ddim")
-ANCHORS = ("none", "mf")
 # softplus^-1(1): every source position starts with weight 1, i.e. the joint MF's plain fold-in.
 
 
@@ -97,9 +95,9 @@ def _weighted_mean(values: jax.Array, row_weight: jax.Array, num_rows: jax.Array
 
 
 def uses_clues(config: ml_collections.ConfigDict) -> bool:
-  """Whether the model of `config` (after `train.method_config`) reads any clue input."""
-  m = config.model
-  return bool(m.get("use_clues", True)) and m.conditioning != "collab_only"
+  """Whether the model of `config` (after `builder.method_config`) reads any clue input."""
+  s = LGCDSettings.from_config(config)
+  return s.use_clues and s.conditioning != "collab_only"
 
 
 class LGCD(nnx.Module):
@@ -122,46 +120,8 @@ class LGCD(nnx.Module):
       tgt_id_init: optional [num_tgt_items, d] initial target ID embeddings.
       tgt_bias_init: optional [num_tgt_items] initial item score offsets (with model.item_bias).
     """
-    m, t = config.model, config.train
-    if m.conditioning not in CONDITIONINGS:
-      raise ValueError(f"model.conditioning must be one of {CONDITIONINGS}, got {m.conditioning!r}")
-    if not 1 <= m.guess_start_step <= m.diffusion_steps:
-      raise ValueError(f"guess_start_step must be in [1, {m.diffusion_steps}], "
-                       f"got {m.guess_start_step}")
-    if m.sampler not in SAMPLERS:
-      raise ValueError(f"model.sampler must be one of {SAMPLERS}, got {m.sampler!r}")
-    d = int(m.d)
-    # Static settings only (hashable Python values): the module's graphdef is a jit static arg.
-    self.d = d
-    self.num_steps = int(m.diffusion_steps)
-    self.beta_schedule = str(m.beta_schedule)
-    self.beta_start = float(m.beta_start)
-    self.beta_end = float(m.beta_end)
-    self.conditioning = str(m.conditioning)
-    self.cfg_dropout = float(m.cfg_dropout)
-    self.cfg_weight = float(m.cfg_weight)
-    self.use_diffusion = bool(m.use_diffusion)
-    self.use_alignment = bool(m.use_alignment)
-    self.use_guesser = bool(m.use_guesser)
-    self.use_moe = bool(m.use_moe)
-    self.use_clues = bool(m.get("use_clues", True))
-    self.item_bias = bool(m.get("item_bias", False))
-    self.guess_start_step = int(m.guess_start_step)
-    self.sampler = str(m.sampler)
-    self.sample_steps = int(m.sample_steps)
-    self.alignment_weight = float(t.alignment_weight)
-    self.alignment_temperature = float(t.alignment_temperature)
-    self.rec_weight = float(t.rec_weight)
-    self.guesser_weight = float(t.guesser_weight)
-    self.guesser_rec_weight = float(t.get("guesser_rec_weight", 0.0))
-    self.pseudo_weight = float(t.pseudo_weight)
-    self.encoder_negatives = int(t.get("encoder_negatives", DEFAULT_ENCODER_NEGATIVES))
-    self.joint_encoder_weight = float(t.get("joint_encoder_weight", 0.0))
-    self.clue_len = int(config.data.clue_len)
-    self.anchor_mode = str(m.get("anchor", "none"))
-    if self.anchor_mode not in ANCHORS:
-      raise ValueError(f"model.anchor must be one of {ANCHORS}, got {self.anchor_mode!r}")
-    text_dim = int(config.clues.text_dim)
+    s = self.settings = LGCDSettings.from_config(config)
+    d = s.d
 
     self.src_table = ItemTable(num_src_items, d, src_title_emb, rngs=rngs, id_init=src_id_init)
     self.tgt_table = ItemTable(num_tgt_items, d, tgt_title_emb, rngs=rngs, id_init=tgt_id_init)
@@ -171,33 +131,33 @@ class LGCD(nnx.Module):
       raise ValueError(f"tgt_bias_init must be [{num_tgt_items}], got {np.shape(tgt_bias_init)}")
     bias = (jnp.zeros((num_tgt_items,)) if tgt_bias_init is None
             else jnp.asarray(tgt_bias_init, jnp.float32))
-    self.tgt_bias = nnx.Param(bias) if self.item_bias else None
-    enc_args = (d, m.heads, m.encoder_layers, config.data.maxlen, m.dropout)
+    self.tgt_bias = nnx.Param(bias) if self.settings.item_bias else None
+    enc_args = (d, s.heads, s.encoder_layers, s.maxlen, s.dropout)
     self.src_encoder = SequenceEncoder(*enc_args, rngs=rngs)
     self.tgt_encoder = SequenceEncoder(*enc_args, rngs=rngs)
 
     # Semantic-token pieces: summary projection, clue gate on similarity, token-type and clue-rank
     # embeddings (so attention can tell titles, clues of each LLM rank, and the summary apart).
-    self.summary_proj = nnx.Linear(text_dim, d, rngs=rngs)
+    self.summary_proj = nnx.Linear(s.text_dim, d, rngs=rngs)
     # Clue token = e_clue * sigmoid(a * sim + b): the model learns how far to trust similarity.
     self.clue_gate_scale = nnx.Param(jnp.ones(()))
     self.clue_gate_bias = nnx.Param(jnp.zeros(()))
     emb_init = nnx.initializers.normal(d**-0.5)
     self.token_type = nnx.Embed(3, d, embedding_init=emb_init, rngs=rngs)
-    self.clue_rank = nnx.Embed(self.clue_len, d, embedding_init=emb_init, rngs=rngs)
+    self.clue_rank = nnx.Embed(self.settings.clue_len, d, embedding_init=emb_init, rngs=rngs)
     self.pathway = nnx.Embed(2, d, embedding_init=emb_init, rngs=rngs)  # 0 pseudo, 1 real
 
-    self.denoiser = Denoiser(d, m.heads, m.denoiser_layers, m.num_experts, rngs=rngs,
-                             conditioning=self.conditioning, use_moe=self.use_moe,
-                             dropout_rate=m.dropout)
-    self.guesser = Guesser(4 * d, d, rngs=rngs, dropout_rate=m.dropout)
+    self.denoiser = Denoiser(d, s.heads, s.denoiser_layers, s.num_experts, rngs=rngs,
+                             conditioning=self.settings.conditioning, use_moe=self.settings.use_moe,
+                             dropout_rate=s.dropout)
+    self.guesser = Guesser(4 * d, d, rngs=rngs, dropout_rate=s.dropout)
 
-    if self.anchor_mode == "mf":
+    if self.settings.anchor == "mf":
       # The collaborative anchor (see `anchor`): learned weights per source position, a logit
       # scale, and ReZero-style gates [guess, denoiser] on what the networks add to the anchor, so
       # that the untrained model ranks exactly as the joint MF whose factors fill the item tables.
       self.anchor_position = nnx.Param(jnp.asarray(
-          recency_profile(int(config.data.maxlen), float(m.get("anchor_recency", 1.0)))))
+          recency_profile(s.maxlen, s.anchor_recency)))
       self.anchor_scale = nnx.Param(jnp.ones(()))
       self.residual_gate = nnx.Param(jnp.zeros((2,)))
       for table in (self.src_table, self.tgt_table):
@@ -208,8 +168,8 @@ class LGCD(nnx.Module):
 
   def schedule(self) -> diffusion.Schedule:
     """The beta schedule (rebuilt from static settings; constants under jit)."""
-    return diffusion.make_schedule(self.beta_schedule, self.num_steps, self.beta_start,
-                                   self.beta_end)
+    s = self.settings
+    return diffusion.make_schedule(s.beta_schedule, s.diffusion_steps, s.beta_start, s.beta_end)
 
   def encoder_loss(self, batch_src: Batch, batch_tgt: Batch, rng: jax.Array, train: bool = True
                    ) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -219,9 +179,9 @@ class LGCD(nnx.Module):
     """
     r_src, r_tgt = jax.random.split(rng)
     src = next_item_loss(self.src_encoder, self.src_table, batch_src["seq"], batch_src["weight"],
-                         r_src, self.encoder_negatives, train)
+                         r_src, self.settings.encoder_negatives, train)
     tgt = next_item_loss(self.tgt_encoder, self.tgt_table, batch_tgt["seq"], batch_tgt["weight"],
-                         r_tgt, self.encoder_negatives, train)
+                         r_tgt, self.settings.encoder_negatives, train)
     return src + tgt, {"encoder_loss/src": src, "encoder_loss/tgt": tgt}
 
   def conditions(self, batch: Batch, rng: jax.Array | None = None) -> Conditions:
@@ -230,33 +190,34 @@ class LGCD(nnx.Module):
     rng: dropout key for the source encoder (None: deterministic).
     """
     src, clue = batch["src"], batch["clue"]
-    if clue.shape[1] > self.clue_len:
-      raise ValueError(f"clue length {clue.shape[1]} exceeds data.clue_len {self.clue_len}")
+    if clue.shape[1] > self.settings.clue_len:
+      raise ValueError(f"clue length {clue.shape[1]} exceeds data.clue_len "
+                       f"{self.settings.clue_len}")
     batch_size = src.shape[0]
     src_mask = src > 0
-    if self.conditioning == "semantic_only":
+    if self.settings.conditioning == "semantic_only":
       # The ablation has no collaborative input at all: skip the source encoder.
-      collab_tokens = jnp.zeros(src.shape + (self.d,), jnp.float32)
+      collab_tokens = jnp.zeros(src.shape + (self.settings.d,), jnp.float32)
       collab_mask = jnp.zeros_like(src_mask)
-      collab_pooled = jnp.zeros((batch_size, self.d), jnp.float32)
+      collab_pooled = jnp.zeros((batch_size, self.settings.d), jnp.float32)
     else:
       collab_tokens = self.src_encoder(self.src_table(src), src_mask, rng)
       collab_mask = src_mask
       collab_pooled = last_state(collab_tokens, src_mask)
 
     num_sem = src.shape[1] + clue.shape[1] + 1
-    if self.conditioning == "collab_only":
+    if self.settings.conditioning == "collab_only":
       # The ablation has no semantic input at all: empty, fully masked semantic tokens.
-      sem_tokens = jnp.zeros((batch_size, num_sem, self.d), jnp.float32)
+      sem_tokens = jnp.zeros((batch_size, num_sem, self.settings.d), jnp.float32)
       sem_mask = jnp.zeros((batch_size, num_sem), bool)
-      sem_pooled = jnp.zeros((batch_size, self.d), jnp.float32)
-      clue_pooled = jnp.zeros((batch_size, self.d), jnp.float32)
+      sem_pooled = jnp.zeros((batch_size, self.settings.d), jnp.float32)
+      clue_pooled = jnp.zeros((batch_size, self.settings.d), jnp.float32)
     else:
       types = self.token_type.embedding[...]
       title_mask = src_mask & self.src_table.has_titles  # No titles: nothing to attend to.
       title_tok = self.src_table.title(src) + types[0]
       clue_mask = clue > 0
-      if not self.use_clues:  # DMCDR: no clue input at all, whatever the batch holds
+      if not self.settings.use_clues:  # DMCDR: no clue input at all, whatever the batch holds
         clue_mask = jnp.zeros_like(clue_mask)
       gate = jax.nn.sigmoid(self.clue_gate_scale[...] * batch["clue_sim"]
                             + self.clue_gate_bias[...])
@@ -269,7 +230,7 @@ class LGCD(nnx.Module):
       clue_pooled = (jnp.sum(clue_emb * clue_w[..., None], axis=1)
                      / jnp.maximum(jnp.sum(clue_w, axis=1, keepdims=True), 1e-6))
       summary_tok = (self.summary_proj(batch["summary"]) + types[2])[:, None, :]
-      summary_mask = (batch["has_summary"] > 0)[:, None] & self.use_clues
+      summary_mask = (batch["has_summary"] > 0)[:, None] & self.settings.use_clues
       sem_mask = jnp.concatenate([title_mask, clue_mask, summary_mask], axis=1)
       sem_tokens = jnp.concatenate([title_tok, clue_tok, summary_tok], axis=1)
       sem_tokens = sem_tokens * sem_mask[..., None]
@@ -295,7 +256,7 @@ class LGCD(nnx.Module):
     fold-in transfers from valid to test where overlap-only signals do not: BUILD_NOTES).
     None without an anchor, and under semantic_only (it is collaborative input).
     """
-    if self.anchor_mode == "none" or self.conditioning == "semantic_only":
+    if self.settings.anchor == "none" or self.settings.conditioning == "semantic_only":
       return None
     weights = jax.nn.softplus(self.anchor_position[...])[-src.shape[1]:]
     pooled = jnp.einsum("l,bld->bd", weights, self.src_table(src))
@@ -336,8 +297,9 @@ class LGCD(nnx.Module):
     """The training objective on a pair batch; returns (scalar loss, metrics).
 
     Metrics: loss, rec_loss, alignment_loss, diffusion_loss (use_diffusion), guesser_loss (when the
-    guesser is used), gate_load/<e> per expert (use_diffusion), rows (rows that count: weight > 0
-    and at least one target item).
+    guesser is used), gate_load/<e> per expert (use_diffusion), residual_loss (model.anchor = "mf":
+    the mean squared size of what the networks add to the anchor), rows (rows that count:
+    weight > 0 and at least one target item).
     With train=False dropout and the CFG condition dropout are off (noise and t are still drawn).
     """
     r_cond, r_guess, r_diff, r_den, r_cfg = jax.random.split(rng, 5)
@@ -345,7 +307,7 @@ class LGCD(nnx.Module):
     has_target = jnp.any((batch["tgt"] > 0) & (batch["tgt_weight"] > 0), axis=1)
     weight = batch["weight"].astype(jnp.float32) * has_target
     real = batch["real"]
-    row_w = weight * jnp.where(real == 1, 1.0, self.pseudo_weight)
+    row_w = weight * jnp.where(real == 1, 1.0, self.settings.pseudo_weight)
     num_rows = jnp.maximum(jnp.sum(weight), 1.0)
     cond = self.conditions(batch, r_cond if train else None)
     pathway = self.pathway(real)
@@ -355,25 +317,30 @@ class LGCD(nnx.Module):
     metrics: dict[str, jax.Array] = {"rows": jnp.sum(weight)}
     total = jnp.zeros(())
     guess = None
-    if self.use_guesser or not self.use_diffusion:
+    residual_rows = jnp.zeros(weight.shape)  # what the networks add to the anchor, per row
+    if self.settings.use_guesser or not self.settings.use_diffusion:
       guess = self._around_anchor(anchor, self.guess(cond, pathway, r_guess if train else None), 0)
+      if anchor is not None:
+        residual_rows = residual_rows + jnp.mean((guess - anchor) ** 2, -1)
       guess_loss = _weighted_mean(jnp.mean((guess - x0) ** 2, -1), row_w, num_rows)
       metrics["guesser_loss"] = guess_loss
-      total += self.guesser_weight * guess_loss
-      if self.use_diffusion:
+      total += self.settings.guesser_weight * guess_loss
+      if self.settings.use_diffusion:
         # The guess starts the reverse chain: train it to rank as well as to match x0.
         guess_rec = _weighted_mean(self._rec_rows(guess, batch["tgt"], batch["tgt_weight"]),
                                    row_w, num_rows)
         metrics["guesser_rec_loss"] = guess_rec
-        total += self.guesser_rec_weight * guess_rec
+        total += self.settings.guesser_rec_weight * guess_rec
 
-    if self.use_diffusion:
+    if self.settings.use_diffusion:
       x_t, t, _ = diffusion.training_targets(self.schedule(), x0, r_diff)
       drop = None
-      if self.conditioning == "cfg" and train:
-        drop = jax.random.bernoulli(r_cfg, self.cfg_dropout, (x0.shape[0],))
+      if self.settings.conditioning == "cfg" and train:
+        drop = jax.random.bernoulli(r_cfg, self.settings.cfg_dropout, (x0.shape[0],))
       x0_hat, gate = self.denoiser(x_t, t, cond, pathway, r_den if train else None, drop)
       x0_hat = self._around_anchor(anchor, x0_hat, 1)
+      if anchor is not None:
+        residual_rows = residual_rows + jnp.mean((x0_hat - anchor) ** 2, -1)
       diff_loss = _weighted_mean(jnp.mean((x0_hat - x0) ** 2, -1), row_w, num_rows)
       metrics["diffusion_loss"] = diff_loss
       total += diff_loss
@@ -386,12 +353,18 @@ class LGCD(nnx.Module):
     rec_loss = _weighted_mean(self._rec_rows(x0_hat, batch["tgt"], batch["tgt_weight"]), row_w,
                               num_rows)
     metrics["rec_loss"] = rec_loss
-    total += self.rec_weight * rec_loss
+    total += self.settings.rec_weight * rec_loss
 
     align_loss = _weighted_mean(self._alignment_rows(x0_hat, x0, weight), row_w, num_rows)
     metrics["alignment_loss"] = align_loss
-    if self.use_alignment:
-      total += self.alignment_weight * align_loss
+    if self.settings.use_alignment:
+      total += self.settings.alignment_weight * align_loss
+    if anchor is not None:
+      # The networks are a correction to the all-user anchor: fitting the overlap users' pairs with
+      # a large residual is what loses on test (BUILD_NOTES, issue 12), so its size is penalised.
+      residual = _weighted_mean(residual_rows, row_w, num_rows)
+      metrics["residual_loss"] = residual
+      total += self.settings.residual_weight * residual
     metrics["loss"] = total
     return total, metrics
 
@@ -401,7 +374,7 @@ class LGCD(nnx.Module):
     r_pair, r_enc = jax.random.split(rng)
     total, metrics = self.loss(batch, r_pair, train)
     enc, enc_metrics = self.encoder_loss(batch_src, batch_tgt, r_enc, train)
-    total = total + self.joint_encoder_weight * enc
+    total = total + self.settings.joint_encoder_weight * enc
     return total, {**metrics, **enc_metrics, "loss": total}
 
   def _rec_rows(self, x0_hat: jax.Array, tgt: jax.Array, tgt_weight: jax.Array) -> jax.Array:
@@ -418,7 +391,7 @@ class LGCD(nnx.Module):
     """Per-row InfoNCE: row i's positive is x0_i, its negatives the other actual rows' x0."""
     def unit(x):
       return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-6)
-    logits = unit(x0_hat) @ unit(x0).T / self.alignment_temperature
+    logits = unit(x0_hat) @ unit(x0).T / self.settings.alignment_temperature
     logits = jnp.where((weight > 0)[None, :], logits, -1e30)  # Padding rows are no negatives.
     return jax.nn.logsumexp(logits, axis=-1) - jnp.diagonal(logits)
 
@@ -441,18 +414,19 @@ class LGCD(nnx.Module):
     if not cached:
       def denoise_fn(x_t, t):
         x0_hat, _ = self.denoiser(x_t, t, cond, pathway)
-        if self.conditioning == "cfg":
+        if self.settings.conditioning == "cfg":
           x0_uncond, _ = self.denoiser(x_t, t, cond, pathway, drop_cond=null)
-          x0_hat = diffusion.cfg_combine(x0_hat, x0_uncond, self.cfg_weight)
+          x0_hat = diffusion.cfg_combine(x0_hat, x0_uncond, self.settings.cfg_weight)
         return x0_hat
       return denoise_fn
 
     cache = self.denoiser.prepare(cond, pathway)
-    if self.conditioning == "cfg":
+    if self.settings.conditioning == "cfg":
       if cfg_batched is None:
         cfg_batched = jax.default_backend() != "cpu"
       cache_null = self.denoiser.prepare(cond, pathway, drop_cond=null)
-      return lambda x_t, t: self.denoiser.step_cfg(x_t, t[0], cache, cache_null, self.cfg_weight,
+      cfg_weight = self.settings.cfg_weight
+      return lambda x_t, t: self.denoiser.step_cfg(x_t, t[0], cache, cache_null, cfg_weight,
                                                    batched=cfg_batched)
     return lambda x_t, t: self.denoiser.step(x_t, t[0], cache)[0]
 
@@ -468,7 +442,7 @@ class LGCD(nnx.Module):
         (T' with the guesser, T without). Ignored by DDPM, which visits every step.
       cached: compute the condition-only work once per batch (see `sampling_denoiser`).
     """
-    sampler = sampler or self.sampler
+    sampler = sampler or self.settings.sampler
     if sampler not in SAMPLERS:
       raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
     cond = self.conditions(batch)
@@ -476,17 +450,18 @@ class LGCD(nnx.Module):
     pathway = self.pathway(jnp.ones((batch_size,), jnp.int32))
     anchor = self.anchor(batch["src"])
     guess = None
-    if self.use_guesser or not self.use_diffusion:
+    if self.settings.use_guesser or not self.settings.use_diffusion:
       guess = self._around_anchor(anchor, self.guess(cond, pathway), 0)
-    if not self.use_diffusion:
+    if not self.settings.use_diffusion:
       return guess
 
     chain_fn = self.sampling_denoiser(cond, pathway, cached)
     denoise_fn = lambda x_t, t: self._around_anchor(anchor, chain_fn(x_t, t), 1)
-    start = self.guess_start_step if self.use_guesser else self.num_steps
+    s = self.settings
+    start = s.guess_start_step if s.use_guesser else s.diffusion_steps
     kwargs = dict(x_start=guess, start_step=start,
-                  shape=None if self.use_guesser else (batch_size, self.d))
+                  shape=None if self.settings.use_guesser else (batch_size, self.settings.d))
     if sampler == "ddpm":
       return diffusion.ddpm_sample(denoise_fn, self.schedule(), rng, **kwargs)
-    steps = min(steps or self.sample_steps, start)
+    steps = min(steps or self.settings.sample_steps, start)
     return diffusion.ddim_sample(denoise_fn, self.schedule(), rng, num_steps=steps, **kwargs)
