@@ -12,6 +12,13 @@ import hashlib
 import json
 
 from lgcd_jax.cli import UserError
+from lgcd_jax.clues import bridge
+from lgcd_jax.data.prepared import DIRECTIONS
+from lgcd_jax.methods import METHODS
+from lgcd_jax.model import diffusion
+from lgcd_jax.model.denoiser import CONDITIONINGS
+from lgcd_jax.model.settings import SAMPLERS
+from lgcd_jax.text.encoders import ENCODERS
 
 # Fields a resumed run may change: how long it trains and how often it evaluates, logs and saves.
 # A longer train.steps continues the run; its learning-rate schedule stays the first run's
@@ -22,15 +29,8 @@ RESUMABLE = ("train.steps", "train.eval_every", "train.log_every", "train.checkp
 
 def _choices() -> dict[str, tuple]:
   """The allowed values of enumerated fields, read from the code that uses them (never copied)."""
-  from lgcd_jax import experiment
-  from lgcd_jax.clues import bridge
-  from lgcd_jax.data.prepared import DIRECTIONS
-  from lgcd_jax.model import diffusion
-  from lgcd_jax.model.denoiser import CONDITIONINGS
-  from lgcd_jax.model.lgcd import SAMPLERS
-  from lgcd_jax.text.encoders import ENCODERS
   return {
-      "method": tuple(experiment.METHODS),
+      "method": tuple(METHODS),
       "direction": tuple(DIRECTIONS),
       "model.conditioning": tuple(CONDITIONINGS),
       "model.sampler": tuple(SAMPLERS),

@@ -7,15 +7,17 @@ from pathlib import Path
 
 import jax
 
+from lgcd_jax import config_check
 from lgcd_jax import results as results_lib
+from lgcd_jax import train
+from lgcd_jax.baselines import cooccurrence, llm_only, mf, popularity
+from lgcd_jax.clues import source as clue_source
 from lgcd_jax.data import loading
 from lgcd_jax.data import pipeline
-from lgcd_jax.data.prepared import SPLITS
+from lgcd_jax.data.prepared import SPLITS, direction_domains
 from lgcd_jax.evaluation import evaluator
-
-BASELINES = ("popularity", "cooccurrence", "mf", "llm_only")
-TRAINED = ("lgcd", "dmcdr", "emcdr")
-METHODS = BASELINES + TRAINED
+from lgcd_jax.methods import BASELINES
+from lgcd_jax.text import encoders as text_encoders
 
 
 def default_workdir(config_path: str, config, base=None) -> str:
@@ -23,7 +25,6 @@ def default_workdir(config_path: str, config, base=None) -> str:
   names what `config` changes from `base`, the config file's own values, so runs with other settings
   (--config.seed=1, --config.model.use_pseudo=False, ...) never share a workdir by accident; a
   change a resume may make (a longer train.steps, eval cadence) keeps the name."""
-  from lgcd_jax import config_check
   name = f"{Path(config_path.partition(':')[0]).stem}-{config.method}-{config.direction}"
   suffix = config_check.override_hash(base, config) if base is not None else ""
   return str(Path("workdirs") / (f"{name}-{suffix}" if suffix else name))
@@ -31,16 +32,12 @@ def default_workdir(config_path: str, config, base=None) -> str:
 
 def make_baseline(config, ds):
   """(model, clues its eval batches need or None)."""
-  from lgcd_jax.baselines import cooccurrence, llm_only, mf, popularity
   if config.method == "llm_only":
     clues = titles = None
     if config.clues.clue_dir:
-      from lgcd_jax.clues import source
-      clues = source.load_or_make(config, ds)
+      clues = clue_source.load_or_make(config, ds)
     elif config.clues.bridge_mode == "text" or float(config.clues.text_weight) != 0.0:
       # The bridge ranks with title embeddings: the same ones a trained run's bridge clues use.
-      from lgcd_jax.data.prepared import direction_domains
-      from lgcd_jax.text import encoders as text_encoders
       titles = text_encoders.title_embeddings(config, ds, direction_domains(config.direction))
     return llm_only.LLMOnly(ds, config.direction, config, clues, titles), clues
 
@@ -50,7 +47,6 @@ def make_baseline(config, ds):
 
 
 def run(config, workdir: str | Path) -> dict:
-  from lgcd_jax import config_check
   config_check.validate(config)  # a bad value stops here, with one line (cli.UserError)
   workdir = Path(workdir)
   is_main = jax.process_index() == 0
@@ -68,13 +64,11 @@ def run(config, workdir: str | Path) -> dict:
       log.write("eval", split=split, **{k: scores[split][k] for k in ("sampled", "full")})
     extra = {}
     if config.method == "llm_only":
-      from lgcd_jax.clues import source as clue_source
       extra = {"clue_source": model.source,
                "clue_coverage": clue_source.coverage(clues, ds, config.direction)}
     res = results_lib.make_results(config.method, config.direction, data, scores["valid"],
                                    scores["test"], config=config.to_dict(), **extra)
   else:
-    from lgcd_jax import train
     res = train.train_and_evaluate(config, workdir, ds, data, log)
   if is_main:
     path = results_lib.write_results(workdir, res)

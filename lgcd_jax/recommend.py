@@ -22,6 +22,7 @@ the item vocabularies and the bridge's overlap users. `Recommender` is the impor
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -36,11 +37,12 @@ from absl import app, flags
 from flax import nnx
 
 from lgcd_jax import checkpoint as ckpt_lib
-from lgcd_jax import user_keys
+from lgcd_jax import cli, inference, user_keys
+from lgcd_jax.cli import UserError
+from lgcd_jax.clues import bridge
 from lgcd_jax.data import atomic, pipeline
 from lgcd_jax.data.prepared import PreparedDataset, Ragged, direction_domains
-from lgcd_jax.cli import UserError
-from lgcd_jax import inference
+from lgcd_jax.model.lgcd import LGCD, uses_clues
 
 
 
@@ -69,7 +71,6 @@ class Recommender:
 
   def __init__(self, workdir: str | None = None, checkpoint: str | None = None,
                sampler: str | None = None, steps: int | None = None, batch_size: int = 256):
-    from lgcd_jax.model.lgcd import LGCD
     manager_dir, step = _find_checkpoint(workdir, checkpoint)
     if not manager_dir.exists():
       raise NoCheckpoint(f"no checkpoint at {manager_dir}: train first (python main.py "
@@ -113,7 +114,6 @@ class Recommender:
   @property
   def takes_clues(self) -> bool:
     """Whether the model reads clue input at all (DMCDR and EMCDR do not)."""
-    from lgcd_jax.model.lgcd import uses_clues
     return uses_clues(self.config)
 
   @property
@@ -127,8 +127,6 @@ class Recommender:
 
   def _make_bridge(self):
     """The training run's bridge, rebuilt from the checkpoint (or LineError saying why it cannot)."""
-    import logging
-    from lgcd_jax.clues import bridge
     c = self.config
     mode, text_weight = self.bridge_mode, float(c.clues.get("text_weight", 0.0))
     what = f"the training run's bridge (clues.bridge_mode={mode!r}, text_weight={text_weight:g})"
@@ -237,11 +235,10 @@ class Recommender:
     takes_clues = self.takes_clues
     need_bridge = [i for i, r in enumerate(padded) if r["clue"] is None] if takes_clues else []
     if need_bridge:
-      from lgcd_jax.clues.bridge import relative_sims
       # The whole fixed-shape batch goes to the bridge (one compilation); only the rows needing it
       # are read.
       values, items = self._bridge_top(src, min(clue_len, len(self.tgt_ids)))
-      keep, sims = relative_sims(values[need_bridge])  # the training run's bridge clue rule
+      keep, sims = bridge.relative_sims(values[need_bridge])  # the training run's bridge clue rule
       items = items[need_bridge]
       for row, i in enumerate(need_bridge):
         n = int(keep[row].sum())
@@ -328,7 +325,6 @@ def _define_flags():
 def main(argv):
   del argv
   f = flags.FLAGS
-  from lgcd_jax import cli
   if not f.input or not f.output:
     cli.fail("--input and --output are required")
   if f.topk < 1 or f.batch_size < 1:
@@ -356,6 +352,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  from lgcd_jax import cli as _cli
   _define_flags()
-  app.run(main, flags_parser=_cli.flags_parser)
+  app.run(main, flags_parser=cli.flags_parser)

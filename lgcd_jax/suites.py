@@ -14,9 +14,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Sequence
 
+from lgcd_jax.methods import BASELINES, TRAINED
+
 SUITES = ("main", "ablation", "conditioning", "sensitivity")
-BASELINES = ("popularity", "cooccurrence", "mf", "llm_only")
-TRAINED = ("emcdr", "dmcdr", "lgcd")
 BASELINE_SEEDS = "baselines are deterministic: run once per direction, with seed 0"
 
 # (variant name, overrides) of the ablation: LGCD without each component.

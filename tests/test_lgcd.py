@@ -11,7 +11,7 @@ import optax
 import pytest
 from flax import nnx
 
-from configs import tiny
+from conftest import tiny_config
 from lgcd_jax.model.items import FrozenEmbedding
 from lgcd_jax.model.lgcd import LGCD
 
@@ -19,11 +19,10 @@ NUM_SRC, NUM_TGT, B = 30, 20, 6
 
 
 def _config(**model_overrides):
-  c = tiny.get_config()  # d=16, T=10, T'=5, S=5, one encoder and one denoiser layer.
-  c.model.dropout = 0.0  # Every dropout site costs compile time (see VARIANTS).
-  for key, value in model_overrides.items():
-    c.model[key] = value
-  return c
+  # configs/tiny.py: d=16, T=10, T'=5, S=5, one encoder and one denoiser layer. No dropout: every
+  # dropout site costs compile time (see VARIANTS).
+  return tiny_config(**{"model.dropout": 0.0,
+                        **{f"model.{k}": v for k, v in model_overrides.items()}})
 
 
 def _titles(n: int, text_dim: int, seed: int) -> np.ndarray:
