@@ -399,6 +399,24 @@ def _seeds_cell(row: dict) -> str:
   return f"{len(row['seeds'])}/{row['planned']}" if row["planned"] else str(len(row["seeds"]))
 
 
+def headline(agg: dict) -> list[str]:
+  """The headline table: per method, sampled HR@5 and NDCG@5 of the last split (test; valid for
+  the sensitivity suite) in every direction, mean ± std over seeds (what README shows)."""
+  split = agg["splits"][-1]
+  dirs = list(agg["directions"])
+  methods = list(dict.fromkeys(v for d in dirs for v in agg["directions"][d]["table"]))
+  header = ["method", *[f"{d} {split} {m}" for d in dirs for m in ("HR@5", "NDCG@5")]]
+  rows = []
+  for v in methods:
+    cells = []
+    for d in dirs:
+      row = agg["directions"][d]["table"].get(v)
+      for key in ("sampled/HR@5", "sampled/NDCG@5"):
+        cells.append(fmt(row[split][key]) if row else "missing")
+    rows.append([v, *cells])
+  return [f"## Headline: {split} sampled HR@5 and NDCG@5", ""] + _markdown_table(header, rows)
+
+
 def render(data: dict, agg: dict, plots: dict[str, str]) -> str:
   suite = agg["suite"]
   lines = [f"# {suite} suite", ""]
@@ -411,6 +429,7 @@ def render(data: dict, agg: dict, plots: dict[str, str]) -> str:
             f"seeds = finished/planned runs. {suites.BASELINE_SEEDS.capitalize()}.", ""]
   if suite == "sensitivity":
     lines += ["Reported on **valid only**.", ""]
+  lines += headline(agg) + [""]
   cols = [f"{p} {k}" for p, keys in (("sampled", SAMPLED), ("full", FULL)) for k in keys]
   for d, entry in agg["directions"].items():
     for split in agg["splits"]:

@@ -93,6 +93,12 @@ def test_main_report_numbers_are_the_runs_results(tmp_path):
       assert cells[f"full {k}"] == _cell([r[split]["full"][k] for r in lgcd])
     mf_row = _row(md, f"## A2B {split}", "mf")
     assert mf_row[3] == f"{mf[split]['sampled']['HR@5']:.4f}"  # one run: its value, no spread
+  # The headline (README's table): test HR@5 and NDCG@5 per direction, the same cells.
+  head_row = _row(md, "## Headline: test sampled HR@5 and NDCG@5", "lgcd")
+  assert head_row[1:3] == [_cell([r["test"]["sampled"][k] for r in lgcd]) for k in ("HR@5", "NDCG@5")]
+  assert head_row[3:] == ["missing", "missing"]  # no B2A lgcd run
+  mf_b2a = _results(tmp_path, "B2A/mf/seed0")["test"]["sampled"]["HR@5"]
+  assert _row(md, "## Headline: test sampled HR@5 and NDCG@5", "mf")[3] == f"{mf_b2a:.4f}"
   # Unfinished runs are shown as missing and listed with their state.
   assert _row(md, "## A2B test", "emcdr")[2:] == ["missing"] * 8
   assert _row(md, "## Missing runs", "A2B/emcdr/seed0")[1] == "running"
