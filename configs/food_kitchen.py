@@ -6,8 +6,8 @@
 LGCD here generates x0_hat around the joint MF's recency-weighted fold-in (model.anchor = "mf"): the
 all-user structure that holds from validation to test on this split, where signals learned from the
 overlap users alone do not (BUILD_NOTES, issue 12). The settings below were chosen on validation only,
-one config for both directions; the schedule (100 encoder + 400 diffusion steps) is where validation
-peaked in those runs.
+one config for both directions; the schedule (100 encoder + 400 diffusion steps) covers where
+validation peaked in those runs (A2B at step 300; B2A nearly flat from step 400).
 """
 
 from configs import default
