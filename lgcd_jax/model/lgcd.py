@@ -82,9 +82,8 @@ Batch = dict[str, Any]
 def recency_profile(maxlen: int, gamma: float) -> np.ndarray:
   """Initial anchor position parameters [maxlen]: softplus of entry l is gamma ** (maxlen - 1 - l),
   so the most recent item (the last column of a left-padded sequence) weighs 1 and each older one
-  gamma times the next (1.0: the uniform weights of the MF fold-in)."""
-  if not 0.0 < gamma <= 1.0:
-    raise ValueError(f"model.anchor_recency must be in (0, 1], got {gamma}")
+  gamma times the next (1.0: the uniform weights of the MF fold-in). gamma in (0, 1] is checked
+  where the settings are built (`LGCDSettings`)."""
   weights = gamma ** np.arange(maxlen - 1, -1, -1, dtype=np.float64)
   # softplus^-1(w) = log(expm1(w)); for w below ~1e-300 expm1 underflows, so floor the weights.
   return np.log(np.expm1(np.maximum(weights, 1e-30))).astype(np.float32)
