@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -36,6 +37,24 @@ def test_all_items_rows_are_inputs_one_to_n():
   # Row j is item j = input j + 1, and includes the projected title of item j.
   expected = table.id_embedding[...][3] + np.asarray(_titles()[2]) @ table.title_proj.kernel[...]
   np.testing.assert_allclose(all_items[2], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_features_rows_are_lookups_and_padding_gets_no_gradient():
+  table = ItemTable(N, D, _titles(), rngs=nnx.Rngs(0))
+  # A non-zero padding row of the ID table must still give a zero feature row (and no gradient).
+  table.id_embedding[...] = table.id_embedding[...].at[0].set(1.0)
+  idx = jnp.array([[0, 1, 7], [3, 0, 2]])
+  feats = table.features()
+  assert feats.shape == (N + 1, D)
+  np.testing.assert_array_equal(feats[0], 0.0)
+  np.testing.assert_allclose(feats[idx], table(idx), rtol=1e-5, atol=1e-6)
+  graph, params, rest = nnx.split(table, nnx.Param, ...)
+
+  def loss(p):
+    return jnp.sum(nnx.merge(graph, p, rest).features() ** 2)
+  grads = jax.grad(loss)(params)
+  np.testing.assert_array_equal(grads["id_embedding"][...][0], 0.0)
+  assert np.all(np.abs(np.asarray(grads["id_embedding"][...][1:])).sum(-1) > 0)
 
 
 def test_without_titles_and_with_id_init():

@@ -104,11 +104,12 @@ def next_item_loss(encoder: SequenceEncoder, table: ItemTable, seq: jax.Array, w
   r_drop, r_neg = jax.random.split(rng)
   inputs, targets = seq[:, :-1], seq[:, 1:]
   in_mask = inputs > 0
-  states = encoder(table(inputs), in_mask, r_drop if train else None)
+  feats = table(seq)  # one gather and title projection serves both the inputs and the targets
+  states = encoder(feats[:, :-1], in_mask, r_drop if train else None)
   valid = (in_mask & (targets > 0)).astype(jnp.float32) * weight[:, None]
   num_items = table.num_items
   if 0 < num_negatives < num_items:
-    pos_logit = jnp.sum(states * table(targets), axis=-1)  # [B, L]
+    pos_logit = jnp.sum(states * feats[:, 1:], axis=-1)  # [B, L]
     negatives = jax.random.randint(r_neg, (num_negatives,), 1, num_items + 1)
     neg_logits = jnp.einsum("bld,kd->blk", states, table(negatives))
     neg_logits = jnp.where(negatives[None, None, :] == targets[..., None], -1e30, neg_logits)

@@ -88,6 +88,15 @@ class ItemTable(nnx.Module):
       emb = emb + self.title_proj(self.title_embedding[...][idx])
     return emb * self._pad_mask(idx)
 
+  def features(self) -> jax.Array:
+    """Features [N + 1, d] of every input 0..N, row 0 (padding) zero: `self(idx)` is
+    `features()[idx]`. One projection of the whole title table, for a caller that scores every item
+    anyway and looks up many rows besides (the diffusion-stage loss)."""
+    emb = self.id_embedding[...]
+    if self.has_titles:
+      emb = emb + self.title_proj(self.title_embedding[...])
+    return emb.at[0].set(0.0)
+
   def all_items(self) -> jax.Array:
     """Features [N, d] of items 0..N-1 (inputs 1..N): row j scores item j."""
-    return self(jnp.arange(1, self.num_items + 1, dtype=jnp.int32))
+    return self.features()[1:]

@@ -183,10 +183,12 @@ class LGCD(nnx.Module):
                          r_tgt, self.settings.encoder_negatives, train)
     return src + tgt, {"encoder_loss/src": src, "encoder_loss/tgt": tgt}
 
-  def conditions(self, batch: Batch, rng: jax.Array | None = None) -> Conditions:
+  def conditions(self, batch: Batch, rng: jax.Array | None = None,
+                 tgt_feats: jax.Array | None = None) -> Conditions:
     """Condition tokens, masks and pooled vectors from src, clue, clue_sim, summary, has_summary.
 
     rng: dropout key for the source encoder (None: deterministic).
+    tgt_feats: the target table's `features()`, when the caller has them (else looked up).
     """
     src, clue = batch["src"], batch["clue"]
     if clue.shape[1] > self.settings.clue_len:
@@ -221,7 +223,7 @@ class LGCD(nnx.Module):
       gate = jax.nn.sigmoid(self.clue_gate_scale[...] * batch["clue_sim"]
                             + self.clue_gate_bias[...])
       ranks = self.clue_rank(jnp.arange(clue.shape[1]))[None]
-      clue_emb = self.tgt_table(clue)
+      clue_emb = self._tgt_rows(clue, tgt_feats)
       clue_tok = clue_emb * gate[..., None] + types[1] + ranks
       # Similarity-weighted mean of the clue items' features: with the table shared with scoring,
       # <clue_pooled, e_i> is (up to item overlap) the clue's own ranking of item i.
@@ -239,10 +241,15 @@ class LGCD(nnx.Module):
                       sem_mask=sem_mask, collab_pooled=collab_pooled, sem_pooled=sem_pooled,
                       clue_pooled=clue_pooled)
 
-  def target_repr(self, tgt: jax.Array, tgt_weight: jax.Array) -> jax.Array:
+  def _tgt_rows(self, idx: jax.Array, tgt_feats: jax.Array | None) -> jax.Array:
+    """Target item features of inputs idx: rows of tgt_feats when given, else a table lookup."""
+    return self.tgt_table(idx) if tgt_feats is None else tgt_feats[idx]
+
+  def target_repr(self, tgt: jax.Array, tgt_weight: jax.Array,
+                  tgt_feats: jax.Array | None = None) -> jax.Array:
     """x0 [B, d]: the target encoder's last state over tgt (no dropout, gradient stopped)."""
     mask = (tgt > 0) & (tgt_weight > 0)
-    states = self.tgt_encoder(self.tgt_table(tgt), mask)
+    states = self.tgt_encoder(self._tgt_rows(tgt, tgt_feats), mask)
     return jax.lax.stop_gradient(last_state(states, mask))
 
   def anchor(self, src: jax.Array) -> jax.Array | None:
@@ -273,9 +280,12 @@ class LGCD(nnx.Module):
     return self.guesser(jnp.concatenate([cond.collab_pooled, cond.sem_pooled, cond.clue_pooled,
                                          pathway], -1), rng)
 
-  def score(self, x0_hat: jax.Array) -> jax.Array:
-    """[B, num_tgt_items] scores <x0_hat, e_i> (+ b_i with model.item_bias); column j is item j."""
-    scores = x0_hat @ self.tgt_table.all_items().T
+  def score(self, x0_hat: jax.Array, tgt_feats: jax.Array | None = None) -> jax.Array:
+    """[B, num_tgt_items] scores <x0_hat, e_i> (+ b_i with model.item_bias); column j is item j.
+
+    tgt_feats: the target table's `features()`, when the caller has them."""
+    items = self.tgt_table.all_items() if tgt_feats is None else tgt_feats[1:]
+    scores = x0_hat @ items.T
     if self.tgt_bias is not None:
       scores = scores + self.tgt_bias[...][None, :]
     return scores
@@ -308,9 +318,12 @@ class LGCD(nnx.Module):
     real = batch["real"]
     row_w = weight * jnp.where(real == 1, 1.0, self.settings.pseudo_weight)
     num_rows = jnp.maximum(jnp.sum(weight), 1.0)
-    cond = self.conditions(batch, r_cond if train else None)
+    # Every target item is scored below, so the whole table is projected once and every target
+    # lookup of the step (clues, x0's sequence, the scores) reads its rows.
+    tgt_feats = self.tgt_table.features()
+    cond = self.conditions(batch, r_cond if train else None, tgt_feats)
     pathway = self.pathway(real)
-    x0 = self.target_repr(batch["tgt"], batch["tgt_weight"])
+    x0 = self.target_repr(batch["tgt"], batch["tgt_weight"], tgt_feats)
     anchor = self.anchor(batch["src"])
 
     metrics: dict[str, jax.Array] = {"rows": jnp.sum(weight)}
@@ -326,8 +339,8 @@ class LGCD(nnx.Module):
       total += self.settings.guesser_weight * guess_loss
       if self.settings.use_diffusion:
         # The guess starts the reverse chain: train it to rank as well as to match x0.
-        guess_rec = _weighted_mean(self._rec_rows(guess, batch["tgt"], batch["tgt_weight"]),
-                                   row_w, num_rows)
+        guess_rec = _weighted_mean(
+            self._rec_rows(guess, batch["tgt"], batch["tgt_weight"], tgt_feats), row_w, num_rows)
         metrics["guesser_rec_loss"] = guess_rec
         total += self.settings.guesser_rec_weight * guess_rec
 
@@ -349,8 +362,8 @@ class LGCD(nnx.Module):
     else:
       x0_hat = guess
 
-    rec_loss = _weighted_mean(self._rec_rows(x0_hat, batch["tgt"], batch["tgt_weight"]), row_w,
-                              num_rows)
+    rec_loss = _weighted_mean(
+        self._rec_rows(x0_hat, batch["tgt"], batch["tgt_weight"], tgt_feats), row_w, num_rows)
     metrics["rec_loss"] = rec_loss
     total += self.settings.rec_weight * rec_loss
 
@@ -376,9 +389,10 @@ class LGCD(nnx.Module):
     total = total + self.settings.joint_encoder_weight * enc
     return total, {**metrics, **enc_metrics, "loss": total}
 
-  def _rec_rows(self, x0_hat: jax.Array, tgt: jax.Array, tgt_weight: jax.Array) -> jax.Array:
+  def _rec_rows(self, x0_hat: jax.Array, tgt: jax.Array, tgt_weight: jax.Array,
+                tgt_feats: jax.Array | None = None) -> jax.Array:
     """Per-row softmax CE over all target items, averaged over the row's weighted target items."""
-    logits = self.score(x0_hat)  # [B, N]
+    logits = self.score(x0_hat, tgt_feats)  # [B, N]
     w = tgt_weight * (tgt > 0)
     w_sum = jnp.sum(w, axis=-1)
     w = w / jnp.maximum(w_sum, 1e-8)[:, None]
