@@ -36,7 +36,7 @@ from absl import app, flags
 from flax import nnx
 from ml_collections import config_flags
 
-from lgcd_jax import builder, checkpoint, cli, config_check, inference, sharding, train
+from lgcd_jax import builder, checkpoint, cli, config_check, inference, profiling, sharding, train
 from lgcd_jax.cli import UserError
 from lgcd_jax.data import loading, pipeline
 from lgcd_jax.data.prepared import direction_domains
@@ -228,9 +228,12 @@ def bench_sampling(setup, state, batch_size: int, sampler: str, steps: int, prec
   return row
 
 
-def bench_train(setup, state, steps: int, peak: dict | None = None) -> dict:
+def bench_train(setup, state, steps: int, peak: dict | None = None,
+                profile_dir: str | None = None) -> dict:
   """The two stages' train steps at the run's batch size: users/s, compile time, FLOPs per user
   (XLA's cost analysis of the compiled step) and achieved FLOP/s (and its share of `peak`).
+  profile_dir: also trace two more steps of each stage there (`profiling`) and add the op kinds
+  their time went to as the row's "profile".
 
   Returns the diffusion-stage row (the fields of earlier versions) with the encoder stage's as
   "encoder"."""
@@ -263,6 +266,13 @@ def bench_train(setup, state, steps: int, peak: dict | None = None) -> dict:
       row["achieved_flops_per_s"] = flops * steps / elapsed
       if peak:
         row["peak_fraction"] = row["achieved_flops_per_s"] / peak["float32"]
+    if profile_dir:
+      def two_steps(state_copy=state_copy):
+        for i in (1, 2):
+          state_copy, metrics = compiled(state_copy, *batches[i], jax.random.key(steps + i))
+        return metrics
+      trace = profiling.profile(two_steps, Path(profile_dir) / stage)
+      row["profile"] = profiling.summarize(trace) if trace else []
     rows[stage] = row
   return {**rows["diffusion"], "encoder": rows["encoder"]}
 
@@ -334,10 +344,11 @@ def require_backend(backend: str | None, require_device: bool) -> str | None:
 
 def run(config, workdir: str | None, batch_sizes, precisions, repeats: int, train_steps: int,
         quick: bool, *, topk_chunk: int | None = None, topk_sweep=(), catalogue: int = 0,
-        cfg_batched: bool | None = None) -> dict:
+        cfg_batched: bool | None = None, profile_dir: str | None = None) -> dict:
   """The whole benchmark. topk_chunk: the streamed top-k's chunk (None: the model default,
   0: full scores); topk_sweep: chunk sizes to time scoring + top-k alone at (0: full);
-  catalogue: items of a synthetic-catalogue row (0: none); train_steps=0: no train step."""
+  catalogue: items of a synthetic-catalogue row (0: none); train_steps=0: no train step;
+  profile_dir: trace the train steps there (see `bench_train`)."""
   workdir = Path(workdir or "workdirs/bench")
   ds = loading.load_dataset(config, workdir)
   setup = builder.build(config, ds, workdir)
@@ -379,7 +390,7 @@ def run(config, workdir: str | None, batch_sizes, precisions, repeats: int, trai
     result["catalogue"] = bench_catalogue(setup, batch_sizes[0], int(catalogue), topk_chunk,
                                           max(1, min(repeats, 2)))
   if train_steps:
-    result["train"] = bench_train(setup, state, train_steps, peak)
+    result["train"] = bench_train(setup, state, train_steps, peak, profile_dir)
   return result
 
 
@@ -452,6 +463,9 @@ def _define_flags():
   flags.DEFINE_enum("backend", None, ["cpu", "gpu", "tpu"], "Run on this backend; exit 2 if JAX "
                     "sees none of its devices.")
   flags.DEFINE_bool("require_device", False, "Exit 2 unless an accelerator (not the CPU) is seen.")
+  flags.DEFINE_string("profile_dir", None, "Also trace two train steps of each stage into this "
+                      "directory (jax.profiler; Perfetto JSON) and print the op kinds their time "
+                      "went to.")
   flags.DEFINE_string("compare_peer", None, "A Python with torch: also run benchmarks/torch_peer.py "
                       "at this config's shapes and print users/s ratios.")
   flags.mark_flags_as_required(["config"])
@@ -473,7 +487,8 @@ def main(argv):
       raise cli.UserError(f"--batch_sizes must be integers, got {','.join(f.batch_sizes)}") from None
     result = run(config, f.workdir, batch_sizes, f.precisions, f.repeats, f.train_steps, f.quick,
                  topk_chunk=f.topk_chunk, topk_sweep=f.topk_sweep, catalogue=f.catalogue,
-                 cfg_batched={"auto": None, "batched": True, "two": False}[f.cfg_form])
+                 cfg_batched={"auto": None, "batched": True, "two": False}[f.cfg_form],
+                 profile_dir=f.profile_dir)
     if f.compare_peer:
       result["peer"] = run_peer(f.compare_peer, result, batch_sizes[0], f.repeats)
   if f.json:
@@ -507,6 +522,9 @@ def main(argv):
       share = f" ({t['peak_fraction']:.0%} of peak)" if t.get("peak_fraction") else ""
       print(f"train step, {t['stage']} stage: batch {t['batch_size']}, {t['users_per_s']:,.0f} "
             f"users/s{flops}{share} (compile {t['compile_s']:.1f}s)")
+      if "profile" in t:
+        print("  op time by kind (summed over threads): " + (", ".join(
+            f"{p['op']} {p['share']:.0%}" for p in t["profile"]) or "no op events in the trace"))
   if "peer" in result:
     print_peer(result)
 

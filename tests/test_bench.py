@@ -6,9 +6,10 @@ from configs import tiny
 from lgcd_jax import bench
 
 
-def test_quick_bench_reports_every_field(trained_tiny):
+def test_quick_bench_reports_every_field(trained_tiny, tmp_path):
   # On a trained workdir the bench restores its best checkpoint (and reuses its prepared data).
-  result = bench.run(tiny.get_config(), str(trained_tiny[0]), [64], ["float32"], 2, 2, quick=True)
+  result = bench.run(tiny.get_config(), str(trained_tiny[0]), [64], ["float32"], 2, 2, quick=True,
+                     profile_dir=str(tmp_path / "profile"))
   json.dumps(result)  # the --json output must serialise
   assert set(result) >= {"device", "backend", "devices", "config", "sampling", "train"}
   samplers = {row["sampler"] for row in result["sampling"]}
@@ -27,6 +28,8 @@ def test_quick_bench_reports_every_field(trained_tiny):
     assert row["users_per_s"] > 0 and row["steps"] >= 1
     assert row["flops_per_user"] > 0 and row["achieved_flops_per_s"] > 0
   assert result["train"]["stage"] == "diffusion" and result["train"]["encoder"]["stage"] == "encoder"
+  for row in (result["train"], result["train"]["encoder"]):  # --profile_dir: where the time went
+    assert row["profile"] and {"op", "ms", "share", "count"} <= set(row["profile"][0])
 
 
 def test_peak_table_lookup():

@@ -94,9 +94,16 @@ def _weighted_mean(values: jax.Array, row_weight: jax.Array, num_rows: jax.Array
 
 
 def uses_clues(config: ml_collections.ConfigDict) -> bool:
-  """Whether the model of `config` (after `builder.method_config`) reads any clue input."""
-  s = LGCDSettings.from_config(config)
-  return s.use_clues and s.conditioning != "collab_only"
+  """Whether the model of `config` (after `builder.method_config`) reads any clue input.
+
+  Cheap (two field reads) when the config has both fields, as a served checkpoint's does: the
+  server asks once per request line."""
+  m = config.get("model", {})
+  use, conditioning = m.get("use_clues"), m.get("conditioning")
+  if use is None or conditioning is None:  # a partial config: the defaults fill it in
+    s = LGCDSettings.from_config(config)
+    use, conditioning = s.use_clues, s.conditioning
+  return bool(use) and conditioning != "collab_only"
 
 
 class LGCD(nnx.Module):
