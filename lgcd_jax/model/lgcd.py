@@ -230,7 +230,7 @@ class LGCD(nnx.Module):
       gate = jax.nn.sigmoid(self.clue_gate_scale[...] * batch["clue_sim"]
                             + self.clue_gate_bias[...])
       ranks = self.clue_rank(jnp.arange(clue.shape[1]))[None]
-      clue_emb = self._tgt_rows(clue, tgt_feats)
+      clue_emb = self.tgt_table(clue) if tgt_feats is None else tgt_feats[clue]
       clue_tok = clue_emb * gate[..., None] + types[1] + ranks
       # Similarity-weighted mean of the clue items' features: with the table shared with scoring,
       # <clue_pooled, e_i> is (up to item overlap) the clue's own ranking of item i.
@@ -248,15 +248,11 @@ class LGCD(nnx.Module):
                       sem_mask=sem_mask, collab_pooled=collab_pooled, sem_pooled=sem_pooled,
                       clue_pooled=clue_pooled)
 
-  def _tgt_rows(self, idx: jax.Array, tgt_feats: jax.Array | None) -> jax.Array:
-    """Target item features of inputs idx: rows of tgt_feats when given, else a table lookup."""
-    return self.tgt_table(idx) if tgt_feats is None else tgt_feats[idx]
-
-  def target_repr(self, tgt: jax.Array, tgt_weight: jax.Array,
-                  tgt_feats: jax.Array | None = None) -> jax.Array:
-    """x0 [B, d]: the target encoder's last state over tgt (no dropout, gradient stopped)."""
+  def target_repr(self, tgt: jax.Array, tgt_weight: jax.Array, tgt_feats: jax.Array) -> jax.Array:
+    """x0 [B, d]: the target encoder's last state over tgt (no dropout, gradient stopped).
+    tgt_feats: the target table's `features()`."""
     mask = (tgt > 0) & (tgt_weight > 0)
-    states = self.tgt_encoder(self._tgt_rows(tgt, tgt_feats), mask)
+    states = self.tgt_encoder(tgt_feats[tgt], mask)
     return jax.lax.stop_gradient(last_state(states, mask))
 
   def anchor(self, src: jax.Array) -> jax.Array | None:
@@ -397,7 +393,7 @@ class LGCD(nnx.Module):
     return total, {**metrics, **enc_metrics, "loss": total}
 
   def _rec_rows(self, x0_hat: jax.Array, tgt: jax.Array, tgt_weight: jax.Array,
-                tgt_feats: jax.Array | None = None) -> jax.Array:
+                tgt_feats: jax.Array) -> jax.Array:
     """Per-row softmax CE over all target items, averaged over the row's weighted target items."""
     logits = self.score(x0_hat, tgt_feats)  # [B, N]
     w = tgt_weight * (tgt > 0)
