@@ -42,7 +42,7 @@ def make_baseline(config, ds):
     return llm_only.LLMOnly(ds, config.direction, config, clues, titles), clues
 
   cls = {"popularity": popularity.Popularity, "cooccurrence": cooccurrence.Cooccurrence,
-         "mf": mf.JointMF}[config.method]
+         "mf": mf.JointMF, "mf_recency": mf.RecencyMF}[config.method]
   return cls(ds, config.direction, config), None
 
 

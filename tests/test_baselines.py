@@ -118,3 +118,22 @@ def test_mf_scores_equal_the_dense_svd_fold_in(synthetic_ds):
   want = (u @ v[n_a:].T) * (idg[n_a:] + 1.0) ** 0.25
   got = np.asarray(model.score(_batch(src_items)), np.float64)
   np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-5)
+
+
+def test_recency_mf_weighs_recent_items_by_hand(synthetic_ds):
+  """mf_recency = the MF fold-in with the i-th most recent source item weighted gamma ** i; at
+  gamma = 1 it is the plain MF."""
+  src_items = [[0, 3, 5], [7]]
+  plain = mf.JointMF(synthetic_ds, "A2B", rank=8, item_power=0.25)
+  np.testing.assert_allclose(
+      np.asarray(mf.RecencyMF(synthetic_ds, "A2B", recency=1.0, rank=8, item_power=0.25)
+                 .score(_batch(src_items))),
+      np.asarray(plain.score(_batch(src_items))), rtol=1e-5, atol=1e-6)
+  model = mf.RecencyMF(synthetic_ds, "A2B", recency=0.5, rank=8, item_power=0.25)
+  v_src, v_tgt, scale = (np.asarray(a, np.float64) for a in (plain.v_src, plain.v_tgt, plain.tgt_scale))
+  u0 = 0.25 * v_src[0] + 0.5 * v_src[3] + 1.0 * v_src[5]  # 5 is the most recent item
+  want = np.stack([u0, v_src[7]]) @ v_tgt.T * scale
+  got = np.asarray(model.score(_batch(src_items)), np.float64)
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+  with pytest.raises(ValueError, match="mf_recency"):
+    mf.RecencyMF(synthetic_ds, "A2B", recency=0.0, rank=8)

@@ -95,3 +95,33 @@ class JointMF:
 
   def score(self, batch):
     return self._score(self.v_src, self.v_tgt, self.tgt_scale, jnp.asarray(batch["src"]))
+
+
+def recency_fold_in_scores(v_src: jax.Array, v_tgt: jax.Array, tgt_scale: jax.Array, src: jax.Array,
+                           recency: float) -> jax.Array:
+  """`fold_in_scores` with the i-th most recent source item weighted recency ** i (src left-padded:
+  the last column is the most recent item). An item seen twice counts at both positions."""
+  weights = recency ** jnp.arange(src.shape[1] - 1, -1, -1, dtype=jnp.float32)
+  rows = jnp.concatenate([jnp.zeros((1, v_src.shape[1]), v_src.dtype), v_src])[src]  # pad -> 0
+  return (jnp.einsum("l,bld->bd", weights, rows) @ v_tgt.T) * tgt_scale[None, :]
+
+
+class RecencyMF(JointMF):
+  """The joint MF with a recency-weighted fold-in (baselines.mf_recency = gamma): what LGCD's MF
+  anchor (model.anchor = "mf") is before training, as a baseline of its own. On Food-Kitchen it is
+  the strongest one-shot method on valid and on test (BUILD_NOTES, sixth session)."""
+  name = "mf_recency"
+
+  def __init__(self, ds: PreparedDataset, direction: str, config=None, recency: float | None = None,
+               **kwargs):
+    super().__init__(ds, direction, config, **kwargs)
+    base = config.baselines if config is not None else None
+    self.recency = float(recency if recency is not None else (
+        base.mf_recency if base is not None else 0.5))
+    if not 0.0 < self.recency <= 1.0:
+      raise ValueError(f"baselines.mf_recency must be in (0, 1], got {self.recency}")
+    self._score = jax.jit(recency_fold_in_scores, static_argnums=4)
+
+  def score(self, batch):
+    return self._score(self.v_src, self.v_tgt, self.tgt_scale, jnp.asarray(batch["src"]),
+                       self.recency)
