@@ -4,9 +4,9 @@ A suite is a list of `RunSpec`s; `lgcd_jax.experiments` runs them (one `main.py`
 `lgcd_jax.report` reads them back. Nothing here runs anything or imports JAX, so that listing a suite
 (`--dry_run`) is instant.
 
-Baselines (popularity, co-occurrence, the joint MF, llm_only) are deterministic given the data: the main
-suite runs them once per direction, with seed 0, and the report shows them without a spread. Trained
-methods (EMCDR, DMCDR, LGCD) run once per seed.
+Baselines (popularity, co-occurrence, the joint MF and its recency-weighted fold-in, llm_only) are
+deterministic given the data: the main suite runs them once per direction, with seed 0, and the report
+shows them without a spread. Trained methods (EMCDR, DMCDR, LGCD) run once per seed.
 """
 
 from __future__ import annotations
