@@ -117,7 +117,7 @@ class RecencyMF(JointMF):
     super().__init__(ds, direction, config, **kwargs)
     base = config.baselines if config is not None else None
     self.recency = float(recency if recency is not None else (
-        base.mf_recency if base is not None else 0.5))
+        base.get("mf_recency", 0.5) if base is not None else 0.5))
     if not 0.0 < self.recency <= 1.0:
       raise ValueError(f"baselines.mf_recency must be in (0, 1], got {self.recency}")
     self._score = jax.jit(recency_fold_in_scores, static_argnums=4)
