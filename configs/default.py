@@ -24,6 +24,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.data.clue_len = 20  # clue items per user
   c.data.batch_size = 256
   c.data.eval_batch_size = 512
+  # Real pairs: "whole" = an overlap user's whole source vs whole target sequence; "next" = one pair
+  # per target item, the source items before it vs that item (shaped like an eval user).
+  c.data.real_pairs = "whole"
 
   # Language clues (pseudo-overlap). An empty clue_dir means: compute bridge clues in-process.
   c.clues = ml_collections.ConfigDict()

@@ -13,6 +13,7 @@ import json
 
 from lgcd_jax.cli import UserError
 from lgcd_jax.clues import bridge
+from lgcd_jax.data.pipeline import REAL_PAIRS
 from lgcd_jax.data.prepared import DIRECTIONS
 from lgcd_jax.methods import METHODS
 from lgcd_jax.model import diffusion
@@ -37,6 +38,7 @@ def _choices() -> dict[str, tuple]:
       "model.beta_schedule": tuple(diffusion.SCHEDULE_KINDS),
       "clues.bridge_mode": tuple(bridge.MODES),
       "clues.encoder": tuple(ENCODERS),
+      "data.real_pairs": tuple(REAL_PAIRS),
   }
 
 

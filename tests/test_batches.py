@@ -10,6 +10,7 @@ from lgcd_jax.data import pipeline
 from lgcd_jax.data.clue_records import ClueSet
 from lgcd_jax.data.pipeline import (PairPools, eval_batches, make_train_iterator, pad_left, pad_right,
                                     process_slice, sequence_dataset, train_dataset)
+from lgcd_jax.data.errors import DataError
 from lgcd_jax.data.prepared import RawDataset, Ragged, load_prepared, write_prepared
 
 MAXLEN, CLUE_LEN, TEXT_DIM = 3, 2, 4
@@ -128,7 +129,7 @@ def test_every_epoch_is_a_different_permutation():
 
 
 def test_pair_pools_by_hand(pools):
-  assert pools.counts == {"real": 4, "real_with_clue": 1, "real_left_out_empty": 0, "pseudo": 3,
+  assert pools.counts == {"real": 4, "real_users": 4, "real_with_clue": 1, "real_left_out_empty": 0, "pseudo": 3,
                           "pseudo_left_out_no_clue": 2, "pseudo_left_out_empty_source": 0}
   assert pools.clue_source == "bridge:neighbours"
   real = pools.real.batch(np.arange(4))
@@ -181,6 +182,66 @@ def test_no_clues(ds):
     train_dataset(p, 4, seed=0, process_index=0, process_count=1)
   e = eval_batches(ds, "B2A", "valid", None, MAXLEN, CLUE_LEN, TEXT_DIM, batch_size=4)[0]
   assert not e["clue"].any() and not e["summary"].any()
+
+
+# The interleaved order of the overlap users (RawDataset.overlap_before): o0 = a0 b1 a1 b2,
+# o1 = b3 a2 b4, o2 = a3 a4 b5 a5 a0, o3 = b6 b0 b1 a1 b2.
+OVERLAP_BEFORE = {"A": [[0, 1], [1], [0, 0, 1, 1], [3]], "B": [[1, 2], [0, 1], [2], [0, 0, 0, 1]]}
+
+
+def _ordered_raw(before=OVERLAP_BEFORE):
+  return RawDataset(
+      items={"A": [(f"a{i}", f"food {i}") for i in range(6)],
+             "B": [(f"b{i}", f"kitchen {i}") for i in range(7)]},
+      pools={"A_only": (["a_user0"], {"A": [[0, 1]]}), "B_only": (["b_user0"], {"B": [[2, 3]]}),
+             "overlap": ([f"o{i}" for i in range(4)], {"A": OVERLAP_A, "B": OVERLAP_B})},
+      eval={d: {"valid": (["v0"], [[0]], [1]), "test": (["t0"], [[1]], [2])}
+            for d in ("A2B", "B2A")},
+      overlap_before=before)
+
+
+def test_next_item_pairs_by_hand(tmp_path):
+  write_prepared(_ordered_raw(), tmp_path / "ordered", source="test", arguments={}, num_negatives=2)
+  ds = load_prepared(tmp_path / "ordered")
+  assert ds.manifest["overlap_order"] is True
+  p = PairPools.build(ds, "A2B", None, maxlen=MAXLEN, clue_len=CLUE_LEN, text_dim=TEXT_DIM,
+                      real_pairs="next")
+  b = p.real.batch(np.arange(len(p.real)))
+  # One pair per B item with an A item before it (b3 of o1 and b6 b0 b1 of o3 have none).
+  np.testing.assert_array_equal(b["user"], [0, 0, 1, 2, 3])
+  np.testing.assert_array_equal(b["src"], [[0, 0, 1], [0, 1, 2], [0, 0, 3], [0, 4, 5], [0, 0, 2]])
+  np.testing.assert_array_equal(b["tgt"][:, -1], [2, 3, 5, 6, 3])
+  assert not b["tgt"][:, :-1].any()
+  np.testing.assert_array_equal(b["tgt_weight"], (b["tgt"] > 0).astype(np.float32))
+  assert p.counts["real"] == 5 and p.counts["real_users"] == 4
+  p = PairPools.build(ds, "B2A", None, maxlen=MAXLEN, clue_len=CLUE_LEN, text_dim=TEXT_DIM,
+                      real_pairs="next")
+  b = p.real.batch(np.arange(len(p.real)))
+  np.testing.assert_array_equal(b["user"], [0, 1, 2, 2, 3])
+  # o3's a1 follows b6 b0 b1: the source is cut to the last MAXLEN = 3 of them.
+  np.testing.assert_array_equal(b["src"], [[0, 0, 2], [0, 0, 4], [0, 0, 6], [0, 0, 6], [7, 1, 2]])
+  np.testing.assert_array_equal(b["tgt"][:, -1], [2, 3, 6, 1, 2])
+  # "whole" on the same data is still one pair per user.
+  assert len(PairPools.build(ds, "B2A", None, maxlen=MAXLEN, clue_len=CLUE_LEN,
+                             text_dim=TEXT_DIM).real) == 4
+
+
+def test_next_item_pairs_need_the_order(ds, tmp_path):
+  with pytest.raises(ValueError, match="real_pairs='next' needs the order"):
+    PairPools.build(ds, "A2B", None, maxlen=MAXLEN, clue_len=CLUE_LEN, text_dim=TEXT_DIM,
+                    real_pairs="next")
+  with pytest.raises(ValueError, match="real_pairs must be one of"):
+    PairPools.build(ds, "A2B", None, maxlen=MAXLEN, clue_len=CLUE_LEN, text_dim=TEXT_DIM,
+                    real_pairs="cut")
+  bad = {"A": OVERLAP_BEFORE["A"], "B": [[2, 1], [0, 1], [2], [0, 0, 0, 1]]}  # o0's counts fall
+  with pytest.raises(DataError, match=r"row 0's counts must rise"):
+    write_prepared(_ordered_raw(bad), tmp_path / "bad", source="test", arguments={},
+                   num_negatives=2)
+  assert not (tmp_path / "bad").exists()
+  short = {"A": OVERLAP_BEFORE["A"], "B": [[1], [0, 1], [2], [0, 0, 0, 1]]}
+  with pytest.raises(DataError, match="row 0 has 1 counts for 2 items"):
+    write_prepared(_ordered_raw(short), tmp_path / "bad", source="test", arguments={},
+                   num_negatives=2)
 
 
 def test_clue_mismatches_are_errors(ds):

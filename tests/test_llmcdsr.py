@@ -38,6 +38,8 @@ def test_small_release_split(tmp_path):
   raw, _ = llmcdsr.build_llmcdsr(_write_release(tmp_path / "r"))
   assert raw.pools["overlap"][1] == {"A": [[0, 1]], "B": [[0, 1]]}
   assert raw.pools["B_only"][1]["B"] == [[0, 1]]
+  # Overlap user 4: a0 b0 a1 b1 -> the other domain's items before each item.
+  assert raw.overlap_before == {"A": [[0, 1]], "B": [[1, 2]]}
   # valid user 5: label b0 (B) -> A2B with the A items before it; user 6: label a2 -> B2A.
   assert raw.eval["A2B"]["valid"] == (["5"], [[0, 1]], [0])
   assert raw.eval["B2A"]["valid"] == (["6"], [[0]], [2])

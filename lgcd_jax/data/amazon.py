@@ -330,6 +330,10 @@ class _Sequences:
   def __call__(self, codes: list[int]) -> list[list[int]]:
     return [self.idx[s:e].tolist() for s, e in zip(*self._rows(codes))]
 
+  def times_of(self, codes: list[int]) -> list[np.ndarray]:
+    """Each user's item times (ms), in its sequence's order."""
+    return [self.times[s:e] for s, e in zip(*self._rows(codes))]
+
   def last_times(self, codes: list[int]) -> list[int]:
     """The time (ms) of each user's last item: an eval user's label time."""
     return [int(self.times[e - 1]) for e in self._rows(codes)[1]]
@@ -478,6 +482,12 @@ def build_amazon(source_reviews: str | os.PathLike, source_meta: str | os.PathLi
       "overlap": ([users.ids[c] for c in train_overlap],
                   {d: seqs[d](train_overlap) for d in DOMAINS}),
   }
+  # The order between an overlap user's two domains, by time; ties count as before (as `until`).
+  times = {d: seqs[d].times_of(train_overlap) for d in DOMAINS}
+  overlap_before = {
+      d: [np.searchsorted(other, mine, side="right").tolist()
+          for mine, other in zip(times[d], times["B" if d == "A" else "A"])]
+      for d in DOMAINS}
   stats["num_users"] = {"A_only": len(a_only), "B_only": len(b_only), "overlap": len(train_overlap),
                         "overlap_total": len(overlap)}
   stats["eval_users"] = {direction: {split: len(evals[direction][split][0]) for split in SPLITS}
@@ -485,4 +495,4 @@ def build_amazon(source_reviews: str | os.PathLike, source_meta: str | os.PathLi
   stats["eval_hidden_interactions"] = hidden
   stats["eval_hidden_later_source_items"] = hidden_source
   stats["eval_users_with_empty_source"] = empty_source
-  return RawDataset(items=items, pools=pools, eval=evals), stats
+  return RawDataset(items=items, pools=pools, eval=evals, overlap_before=overlap_before), stats

@@ -19,6 +19,8 @@ import os
 import html
 from pathlib import Path
 
+import numpy as np
+
 from lgcd_jax.data import safe_pickle
 from lgcd_jax.data.errors import DataError
 from lgcd_jax.data.prepared import RawDataset
@@ -121,7 +123,9 @@ def build_llmcdsr(input_dir: str | os.PathLike) -> tuple[RawDataset, dict]:
   pools = {"A_only": single("train_A.txt", "A"), "B_only": single("train_B.txt", "B")}
   path = input_dir / "train_overlap.txt"
   users, seq_a, seq_b = [], [], []
+  before = {"A": [], "B": []}  # the interleaved order: other-domain items before each item
   for lineno, user, joint in _read_sequences(path, n_ids):
+    in_a = np.asarray([i < n_a for i in joint], dtype=bool)
     a = [i for i in joint if i < n_a]
     b = [i - n_a for i in joint if i >= n_a]
     if not a or not b:
@@ -129,6 +133,9 @@ def build_llmcdsr(input_dir: str | os.PathLike) -> tuple[RawDataset, dict]:
     users.append(user)
     seq_a.append(a)
     seq_b.append(b)
+    a_so_far = np.cumsum(in_a)
+    before["A"].append((np.flatnonzero(in_a) + 1 - a_so_far[in_a]).tolist())
+    before["B"].append(a_so_far[~in_a].tolist())
   pools["overlap"] = (users, {"A": seq_a, "B": seq_b})
 
   evals = {"A2B": {}, "B2A": {}}
@@ -147,4 +154,4 @@ def build_llmcdsr(input_dir: str | os.PathLike) -> tuple[RawDataset, dict]:
     for direction in per_dir:
       evals[direction][split] = per_dir[direction]
   stats = {"eval_users_with_empty_source": empty_source}
-  return RawDataset(items=items, pools=pools, eval=evals), stats
+  return RawDataset(items=items, pools=pools, eval=evals, overlap_before=before), stats

@@ -60,6 +60,7 @@ from lgcd_jax.data.prepared import DOMAINS, PreparedDataset, direction_domains
 from lgcd_jax.data.ragged import Ragged, offsets_from_lengths
 
 POOL_NAMES = ("real", "pseudo")
+REAL_PAIRS = ("whole", "next")  # data.real_pairs: how overlap users become real pairs (PairPools.build)
 # Stream ids keep the permutations of different streams independent under one seed.
 _STREAM_IDS = {"seq:A": 0, "seq:B": 1, "real": 2, "pseudo": 3, "mixed": 4}
 
@@ -289,7 +290,10 @@ class PairPools:
 
   @classmethod
   def build(cls, ds: PreparedDataset, direction: str, clues: ClueSet | None, *, maxlen: int,
-            clue_len: int, text_dim: int) -> "PairPools":
+            clue_len: int, text_dim: int, real_pairs: str = "whole") -> "PairPools":
+    """real_pairs: "whole" pairs each overlap user's whole source sequence with its whole target
+    sequence; "next" makes one pair per target item, shaped like an eval user: the source items
+    before it (the prepared data must know the order between the domains) against that item."""
     src_dom, tgt_dom = direction_domains(direction)
     ca = _ClueArrays(clues, direction, ds.num_items(tgt_dom), clue_len, text_dim)
 
@@ -297,12 +301,19 @@ class PairPools:
     ov = ds.pools["overlap"]
     ok = np.flatnonzero((ov[src_dom].lengths() > 0) & (ov[tgt_dom].lengths() > 0))
     ov_ids = ds.pool_user_ids["overlap"]
-    crow = ca.rows("overlap", ov_ids[ok])
+    if real_pairs == "whole":
+      src_seqs, _ = _select_rows(ov[src_dom], ok)
+      tgt_seqs, _ = _select_rows(ov[tgt_dom], ok)
+      users = ok
+    elif real_pairs == "next":
+      src_seqs, tgt_seqs, users = _next_item_pairs(ds, src_dom, tgt_dom, ok, maxlen)
+    else:
+      raise ValueError(f"real_pairs must be one of {REAL_PAIRS}, got {real_pairs!r}")
+    crow = ca.rows("overlap", ov_ids[users])
     _, _, clue, clue_sim, srow = ca.gather(crow)
-    tgt_seqs, _ = _select_rows(ov[tgt_dom], ok)
     tgt = pad_ragged_left(tgt_seqs, maxlen)
-    real = Pool("real", pad_ragged_left(_select_rows(ov[src_dom], ok)[0], maxlen), tgt,
-                (tgt > 0).astype(np.float32), clue, clue_sim, srow, ca.table, ok.astype(np.int32))
+    real = Pool("real", pad_ragged_left(src_seqs, maxlen), tgt, (tgt > 0).astype(np.float32),
+                clue, clue_sim, srow, ca.table, users.astype(np.int32))
 
     # Pseudo pathway: single-domain source users; tgt = clue items reversed (most likely last).
     single = f"{src_dom}_only"
@@ -324,6 +335,7 @@ class PairPools:
 
     counts = {
         "real": len(real),
+        "real_users": int(len(np.unique(users))),
         "real_with_clue": int(np.sum(crow >= 0)),
         "real_left_out_empty": int(len(ov_ids) - len(ok)),
         "pseudo": len(pseudo),
@@ -331,6 +343,32 @@ class PairPools:
         "pseudo_left_out_empty_source": int(np.sum(s_src.lengths() == 0)),
     }
     return cls(direction, real, pseudo, counts, None if clues is None else clues.source)
+
+
+def _next_item_pairs(ds: PreparedDataset, src_dom: str, tgt_dom: str, users: np.ndarray,
+                     maxlen: int) -> tuple[Ragged, Ragged, np.ndarray]:
+  """One pair per target item of the overlap `users` with a source item before it: (the source items
+  before it, most recent `maxlen`; the item alone; the user's row), in user then time order."""
+  if ds.overlap_before is None:
+    where = f" ({ds.path})" if ds.path is not None else ""
+    raise ValueError(f"data.real_pairs='next' needs the order between an overlap user's two domains, "
+                     f"which this prepared dataset{where} does not hold: prepare it again with this "
+                     f"version (the llmcdsr and amazon sources keep it), or use data.real_pairs="
+                     f"'whole'")
+  src, tgt = ds.pools["overlap"][src_dom], ds.pools["overlap"][tgt_dom]
+  _, idx = _select_rows(tgt, users)  # where the users' target items sit in tgt.values
+  lengths = np.diff(tgt.offsets)[users]
+  row_user = np.repeat(users, lengths)
+  before = ds.overlap_before[tgt_dom][idx].astype(np.int64)
+  keep = before > 0  # a target item before any source item has no history to condition on
+  row_user, before, idx = row_user[keep], before[keep], idx[keep]
+  n_src = np.minimum(before, maxlen)
+  starts = src.offsets[:-1][row_user] + before - n_src
+  offsets = offsets_from_lengths(n_src)
+  within = np.arange(offsets[-1]) - np.repeat(offsets[:-1], n_src)
+  src_values = src.values[np.repeat(starts, n_src) + within]
+  tgt_r = Ragged(tgt.values[idx], np.arange(len(idx) + 1, dtype=np.int64))
+  return Ragged(src_values, offsets), tgt_r, row_user
 
 
 def _reverse_rows(values: np.ndarray, offsets: np.ndarray, keep: int):
@@ -444,7 +482,7 @@ def training_data(config, ds: PreparedDataset, clues: ClueSet | None) -> Trainin
   sequences = {d: sequence_dataset(ds, d, c.data.maxlen, c.data.batch_size, c.seed + i)
                for i, d in enumerate((src_dom, tgt_dom))}
   pools = PairPools.build(ds, c.direction, clues, maxlen=c.data.maxlen, clue_len=c.data.clue_len,
-                          text_dim=c.clues.text_dim)
+                          text_dim=c.clues.text_dim, real_pairs=c.data.get("real_pairs", "whole"))
   use_pseudo = bool(c.model.use_pseudo) and len(pools.pseudo) > 0
   pairs = train_dataset(pools, c.data.batch_size, c.seed, cycle=tuple(c.model.cycle.split(",")),
                         cyclic=c.model.cyclic_batch, use_pseudo=use_pseudo)

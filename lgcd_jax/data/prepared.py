@@ -8,7 +8,10 @@ in memory and written by `write_prepared`. A prepared directory holds:
   items_B.jsonl        the same for domain B.
   users.npz            training pools as ragged int32 arrays (`<pool>.<domain>.values` / `.offsets`)
                        and user ids (`<pool>.user_ids`): pools `A_only` (A), `B_only` (B),
-                       `overlap` (A and B, each in time order).
+                       `overlap` (A and B, each in time order). Where the source knows the order
+                       between an overlap user's two domains, `overlap.<d>.before` (values parallel
+                       to `overlap.<d>.values`) counts the other domain's items that come before
+                       each item, and the manifest says `"overlap_order": true`.
   eval_A2B.npz         held-out users for A->B, per split (`valid.` / `test.` prefix): `user_ids`,
                        `source.values` / `source.offsets` (their source-domain items in order),
                        `label` (target-domain index), `negatives` [n, num_negatives] (fixed, seeded,
@@ -66,11 +69,16 @@ class RawDataset:
   pools: {"A_only": (user_ids, {"A": seqs}), "B_only": (user_ids, {"B": seqs}),
           "overlap": (user_ids, {"A": seqs, "B": seqs})}; seqs are lists of domain indices.
   eval: {direction: {split: (user_ids, source seqs, labels)}}.
+  overlap_before: optional {domain: seqs parallel to the overlap pool's seqs of that domain}: for each
+    item, how many of the user's other-domain items come before it (ties count as before, as an
+    eval user's history holds every item up to the label). None where the source does not know the
+    order between the two domains.
   """
 
   items: dict[str, list[tuple[str, str]]]
   pools: dict[str, tuple[list[str], dict[str, list[list[int]]]]]
   eval: dict[str, dict[str, tuple[list[str], list[list[int]], list[int]]]]
+  overlap_before: dict[str, list[list[int]]] | None = None
 
 
 @dataclasses.dataclass
@@ -82,6 +90,9 @@ class PreparedDataset:
   pool_user_ids: dict[str, np.ndarray]
   pools: dict[str, dict[str, Ragged]]  # pool -> domain -> sequences
   eval: dict[str, dict[str, EvalUsers]]  # direction -> split -> users
+  # domain -> [number of overlap items of that domain]: the other domain's items before each one
+  # (RawDataset.overlap_before); None when the prepared data does not know the order.
+  overlap_before: dict[str, np.ndarray] | None = None
 
   def num_items(self, domain: str) -> int:
     return len(self.item_ids[domain])
@@ -127,6 +138,9 @@ def write_prepared(raw: RawDataset, output: str | os.PathLike, *, source: str, a
         raise DataError(f"pool {pool}: {len(user_ids)} users but {len(seqs[d])} {d} sequences")
       _check_indices(seqs[d], n_items[d], f"pool {pool} domain {d}")
 
+  if raw.overlap_before is not None:
+    _check_overlap_before(raw)
+
   num_interactions = 0
   for pool, domains in POOLS.items():
     num_interactions += sum(len(s) for d in domains for s in raw.pools[pool][1][d])
@@ -169,6 +183,8 @@ def write_prepared(raw: RawDataset, output: str | os.PathLike, *, source: str, a
       "num_negatives": int(min(num_negatives, min(n_items.values()) - 1)),
       "negatives_seed": int(seed),
   }
+  if raw.overlap_before is not None:
+    manifest["overlap_order"] = True
   if extra_manifest:
     manifest.update(extra_manifest)
 
@@ -186,6 +202,9 @@ def write_prepared(raw: RawDataset, output: str | os.PathLike, *, source: str, a
         ragged = Ragged.from_lists(seqs[d])
         users[f"{pool}.{d}.values"] = ragged.values
         users[f"{pool}.{d}.offsets"] = ragged.offsets
+    if raw.overlap_before is not None:
+      for d in POOLS["overlap"]:
+        users[f"overlap.{d}.before"] = Ragged.from_lists(raw.overlap_before[d]).values
     np.savez(tmp / "users.npz", **users)
     for direction, arrays in eval_arrays.items():
       np.savez(tmp / f"eval_{direction}.npz", **arrays)
@@ -193,6 +212,22 @@ def write_prepared(raw: RawDataset, output: str | os.PathLike, *, source: str, a
       json.dump(manifest, f, indent=2)
       f.write("\n")
   return manifest
+
+
+def _check_overlap_before(raw: RawDataset) -> None:
+  """Each count sequence matches its items, never decreases, and stays within the other domain."""
+  _, seqs = raw.pools["overlap"]
+  for d in POOLS["overlap"]:
+    other = "B" if d == "A" else "A"
+    before = raw.overlap_before.get(d)
+    if before is None or len(before) != len(seqs[d]):
+      raise DataError(f"overlap_before[{d!r}]: one count sequence per overlap user is needed")
+    for i, (b, s, o) in enumerate(zip(before, seqs[d], seqs[other])):
+      if len(b) != len(s):
+        raise DataError(f"overlap_before[{d!r}]: row {i} has {len(b)} counts for {len(s)} items")
+      if len(b) and (min(b) < 0 or max(b) > len(o) or any(x > y for x, y in zip(b, b[1:]))):
+        raise DataError(f"overlap_before[{d!r}]: row {i}'s counts must rise from 0 to at most "
+                        f"{len(o)} (the user's {other} items)")
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
@@ -237,6 +272,15 @@ def load_prepared(path: str | os.PathLike) -> PreparedDataset:
     pool_user_ids[pool] = users[f"{pool}.user_ids"]
     pools[pool] = {d: Ragged(users[f"{pool}.{d}.values"], users[f"{pool}.{d}.offsets"])
                    for d in domains}
+  overlap_before = None
+  if manifest.get("overlap_order"):
+    overlap_before = {}
+    for d in POOLS["overlap"]:
+      key = f"overlap.{d}.before"
+      if key not in users or len(users[key]) != len(pools["overlap"][d].values):
+        raise DataError(f"manifest says overlap_order but {key} is missing or of the wrong length",
+                        path / "users.npz")
+      overlap_before[d] = users[key]
   evals = {}
   for direction in DIRECTIONS:
     arrays = _load_npz(path / f"eval_{direction}.npz")
@@ -248,4 +292,5 @@ def load_prepared(path: str | os.PathLike) -> PreparedDataset:
             negatives=arrays[f"{split}.negatives"],
         ) for split in SPLITS
     }
-  return PreparedDataset(path, manifest, item_ids, titles, pool_user_ids, pools, evals)
+  return PreparedDataset(path, manifest, item_ids, titles, pool_user_ids, pools, evals,
+                         overlap_before)
