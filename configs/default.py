@@ -72,6 +72,11 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.model.anchor = "none"  # none | mf
   # The anchor's initial weight of the i-th most recent source item is anchor_recency ** i.
   c.model.anchor_recency = 1.0
+  # The anchor's weights when sampling: "trained", or "initial" (the anchor_recency profile, scale 1).
+  # A training pair's source items were in the joint MF that initialised the tables, together with
+  # its target items, so every source item points at them however old it is; an eval user was never
+  # in the MF, and for it the recency profile holds (BUILD_NOTES, issue 12, seventh session).
+  c.model.anchor_at_sampling = "trained"
   c.model.item_bias = False  # score = <x0_hat, e_i> + b_i (a learned per-item popularity prior)
   c.model.item_bias_init = "zero"  # zero | log_popularity (over all target-domain training users)
   c.model.use_diffusion = True

@@ -393,6 +393,37 @@ def test_anchor_recency_sets_the_initial_position_weights():
     LGCD(_config(anchor="mf", anchor_recency=0.0), NUM_SRC, NUM_TGT, None, None, rngs=nnx.Rngs(0))
 
 
+def test_anchor_at_sampling_initial_samples_with_the_untrained_profile():
+  """model.anchor_at_sampling = "initial": training's anchor uses the trained weights, the sampler
+  the anchor_recency profile at scale 1, so a sample equals that of the same model with its anchor
+  parameters reset; "trained" samples with the trained ones."""
+  rs = np.random.RandomState(6)
+  src_init = rs.randn(NUM_SRC, 16).astype(np.float32)
+  tgt_init = rs.randn(NUM_TGT, 16).astype(np.float32)
+  def make(at_sampling):
+    c = _config(anchor="mf", item_bias=False, anchor_recency=0.5, anchor_at_sampling=at_sampling)
+    m = LGCD(c, NUM_SRC, NUM_TGT, None, None, rngs=nnx.Rngs(0), src_id_init=src_init,
+             tgt_id_init=tgt_init)
+    m.residual_gate[...] = jnp.asarray([0.3, -0.2])  # the networks' output reaches the sample
+    return c, m
+  c, initial = make("initial")
+  _, trained = make("trained")
+  assert c.model.d == 16
+  batch = _batch(c)
+  key = jax.random.key(0)
+  reference = np.asarray(trained.sample(batch, key))  # the untrained anchor
+  for m in (initial, trained):  # "training" moves the anchor's parameters
+    m.anchor_position[...] = m.anchor_position[...] + jnp.linspace(-2.0, 1.0, c.data.maxlen)
+    m.anchor_scale[...] = jnp.asarray(0.4)
+  np.testing.assert_allclose(np.asarray(initial.sample(batch, key)), reference, rtol=1e-5,
+                             atol=1e-5)
+  assert not np.allclose(np.asarray(trained.sample(batch, key)), reference, atol=1e-3)
+  src = jnp.asarray(batch["src"])
+  np.testing.assert_allclose(np.asarray(initial.anchor(src)), np.asarray(trained.anchor(src)))
+  with pytest.raises(ValueError, match="anchor_at_sampling"):
+    make("fixed")
+
+
 def test_residual_weight_penalises_what_the_networks_add_to_the_anchor():
   """train.residual_weight adds weight x residual_loss, the mean squared size of guess - anchor plus
   x0_hat - anchor; at initialisation (zero gates) the residual is zero, with open gates it is not."""

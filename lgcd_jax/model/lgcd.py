@@ -255,7 +255,7 @@ class LGCD(nnx.Module):
     states = self.tgt_encoder(tgt_feats[tgt], mask)
     return jax.lax.stop_gradient(last_state(states, mask))
 
-  def anchor(self, src: jax.Array) -> jax.Array | None:
+  def anchor(self, src: jax.Array, sampling: bool = False) -> jax.Array | None:
     """The collaborative anchor [B, d] that x0_hat is generated around (model.anchor = "mf").
 
     A position-weighted sum of the source items' features, src being left-padded (the last column
@@ -264,12 +264,18 @@ class LGCD(nnx.Module):
     weights let the sequence say how much recent items count (on Food-Kitchen a recency-weighted
     fold-in transfers from valid to test where overlap-only signals do not: BUILD_NOTES).
     None without an anchor, and under semantic_only (it is collaborative input).
+    sampling: the sampler's anchor, which under model.anchor_at_sampling = "initial" has the
+    untrained profile and scale instead of the trained ones.
     """
     if self.settings.anchor == "none" or self.settings.conditioning == "semantic_only":
       return None
-    weights = jax.nn.softplus(self.anchor_position[...])[-src.shape[1]:]
+    position, scale = self.anchor_position[...], self.anchor_scale[...]
+    if sampling and self.settings.anchor_at_sampling == "initial":
+      position = jnp.asarray(recency_profile(position.shape[0], self.settings.anchor_recency))
+      scale = jnp.ones_like(scale)
+    weights = jax.nn.softplus(position)[-src.shape[1]:]
     pooled = jnp.einsum("l,bld->bd", weights, self.src_table(src))
-    return self.anchor_scale[...] * pooled
+    return scale * pooled
 
   def _around_anchor(self, anchor: jax.Array | None, out: jax.Array, which: int) -> jax.Array:
     """anchor + gate * out (which: 0 the guesser, 1 the denoiser); out itself without an anchor."""
@@ -464,7 +470,7 @@ class LGCD(nnx.Module):
     cond = self.conditions(batch)
     batch_size = batch["src"].shape[0]
     pathway = self.pathway(jnp.ones((batch_size,), jnp.int32))
-    anchor = self.anchor(batch["src"])
+    anchor = self.anchor(batch["src"], sampling=True)
     guess = None
     if self.settings.use_guesser or not self.settings.use_diffusion:
       guess = self._around_anchor(anchor, self.guess(cond, pathway), 0)

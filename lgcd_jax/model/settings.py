@@ -17,6 +17,8 @@ from lgcd_jax.model.denoiser import CONDITIONINGS
 
 SAMPLERS = ("ddpm", "ddim")
 ANCHORS = ("none", "mf")
+# model.anchor_at_sampling: the anchor's weights when sampling, "trained" or its "initial" profile.
+ANCHOR_AT_SAMPLING = ("trained", "initial")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +54,7 @@ class LGCDSettings:
   item_bias: bool
   anchor: str
   anchor_recency: float
+  anchor_at_sampling: str
   # Loss weights.
   alignment_weight: float
   alignment_temperature: float
@@ -74,6 +77,9 @@ class LGCDSettings:
       raise ValueError(f"model.sampler must be one of {SAMPLERS}, got {self.sampler!r}")
     if self.anchor not in ANCHORS:
       raise ValueError(f"model.anchor must be one of {ANCHORS}, got {self.anchor!r}")
+    if self.anchor_at_sampling not in ANCHOR_AT_SAMPLING:
+      raise ValueError(f"model.anchor_at_sampling must be one of {ANCHOR_AT_SAMPLING}, got "
+                       f"{self.anchor_at_sampling!r}")
     if not 0.0 < self.anchor_recency <= 1.0:
       raise ValueError(f"model.anchor_recency must be in (0, 1], got {self.anchor_recency}")
 
@@ -97,6 +103,7 @@ class LGCDSettings:
         use_guesser=bool(m["use_guesser"]), use_moe=bool(m["use_moe"]),
         use_clues=bool(m["use_clues"]), item_bias=bool(m["item_bias"]), anchor=str(m["anchor"]),
         anchor_recency=float(m["anchor_recency"]),
+        anchor_at_sampling=str(m["anchor_at_sampling"]),
         alignment_weight=float(t["alignment_weight"]),
         alignment_temperature=float(t["alignment_temperature"]),
         rec_weight=float(t["rec_weight"]), guesser_weight=float(t["guesser_weight"]),
