@@ -91,6 +91,9 @@ def test_layouts_parse_to_the_same_dataset(tmp_path, layout, gz):
   assert raw.pools["B_only"] == (["u4"], {"B": [[0]]})
   assert raw.pools["overlap"] == (["u1", "u2", "u5"], {"A": [[1, 0], [0], [2]],
                                                        "B": [[2, 0], [1, 2], [0]]})
+  # The order between the domains, by time: u1 = FA02 KB03 FA01 KB01, u2 = FA01 KB02 KB03,
+  # u5 = KB01 FA03.
+  assert raw.overlap_before == {"A": [[0, 1], [0], [1]], "B": [[1, 2], [1, 1], [0]]}
   assert all(len(raw.eval[d][s][0]) == 0 for d in DIRECTIONS for s in SPLITS)
   assert stats["records"] == {"source_reviews": 6, "source_meta": 5, "target_reviews": 6,
                               "target_meta": 4}
