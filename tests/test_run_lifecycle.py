@@ -203,6 +203,8 @@ def test_user_mistakes_end_with_one_error_line_and_exit_status_2(tmp_path):
       ([py, "main.py", "--config=configs/tiny.py", "--config.method=foo",
         f"--workdir={tmp_path / 'w1'}"], "config.method must be one of"),
       ([py, "main.py", "--config=configs/tiny.py", "--config.seed=abc"], "--config.seed=abc"),
+      ([py, "main.py", "--config=configs/tiny.py", "--config.data.real_pairs=cut",
+        f"--workdir={tmp_path / 'w3'}"], "config.data.real_pairs must be one of whole, next"),
       ([py, "main.py", "--config=configs/nope.py"], "configs/nope.py"),
       ([py, "main.py", "--config=configs/tiny.py", f"--config.data_dir={tmp_path / 'none'}",
         f"--workdir={tmp_path / 'w2'}"], "no prepared dataset here"),

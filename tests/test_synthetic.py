@@ -238,3 +238,17 @@ def test_prepare_cli_builds_the_synthetic_world_it_is_asked_for(tmp_path, capsys
                        "--overlap_share=1.5"]) == 2
   assert "error: --overlap_share" in capsys.readouterr().err
   assert not (tmp_path / "bad").exists()
+
+
+def test_overlap_order_is_an_interleaving(small):
+  """overlap_before puts each overlap user's A and B items into one timeline: item i of a domain with
+  c other-domain items before it sits at position i + c, and those positions cover the timeline."""
+  _, seqs = small.pools["overlap"]
+  before = small.overlap_before
+  mixed = 0
+  for a, b, ca, cb in zip(seqs["A"], seqs["B"], before["A"], before["B"]):
+    assert len(ca) == len(a) and len(cb) == len(b)
+    positions = [i + c for i, c in enumerate(ca)] + [j + c for j, c in enumerate(cb)]
+    assert sorted(positions) == list(range(len(a) + len(b)))
+    mixed += 0 < cb[-1] and cb[0] < len(a)  # not simply all A, then all B
+  assert mixed > len(seqs["A"]) // 2

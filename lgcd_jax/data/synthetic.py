@@ -324,10 +324,13 @@ def _lengths(rng: np.random.Generator, n: int, median: float, lo: int, hi: int) 
 
 def _simulate(rng: np.random.Generator, tastes: tuple[np.ndarray, np.ndarray, np.ndarray],
               lengths: dict[str, np.ndarray], samplers: dict[str, _ItemSampler],
-              last_domain: str | None = None) -> dict[str, list[list[int]]]:
+              last_domain: str | None = None, before: dict | None = None
+              ) -> dict[str, list[list[int]]]:
   """Every user's timeline at once; returns each domain's sequences in time order.
 
   With `last_domain`, each user's final event is in that domain (it becomes the evaluation label).
+  `before`, a dict, receives per domain the other domain's events before each event
+  (RawDataset.overlap_before); it draws nothing, so the world is the same with it or without.
   """
   theta1, theta2, drift = tastes
   n = len(drift)
@@ -375,6 +378,11 @@ def _simulate(rng: np.random.Generator, tastes: tuple[np.ndarray, np.ndarray, np
         it[dup] = rng.integers(samplers[d].num_items, size=int(dup.sum()))
     counts = np.bincount(u_d, minlength=n)
     out[d] = [s.tolist() for s in np.split(it, np.cumsum(counts)[:-1])]
+    if before is not None:
+      a_before = np.cumsum(dom == 0) - (dom == 0)  # A events earlier in the run of all users
+      a_before = a_before - np.concatenate([[0], np.cumsum(dom == 0)])[starts][user]  # this user's
+      other = a_before if d == "B" else pos - a_before
+      before[d] = [s.tolist() for s in np.split(other[mask], np.cumsum(counts)[:-1])]
   return out
 
 
@@ -428,8 +436,10 @@ def generate_world(seed: int = 0, scale: float = 1.0, overlap_share: float = 0.3
   for pool, d in (("A_only", "A"), ("B_only", "B")):
     seqs = _simulate(rng, users(n_single), {d: _lengths(rng, n_single, 7.0, 3, MAX_LEN)}, samplers)
     pools[pool] = ([next(ids) for _ in range(n_single)], {d: seqs[d]})
+  overlap_before: dict = {}
   seqs = _simulate(rng, users(n_overlap),
-                   {d: _lengths(rng, n_overlap, 5.0, 2, MAX_LEN) for d in DOMAINS}, samplers)
+                   {d: _lengths(rng, n_overlap, 5.0, 2, MAX_LEN) for d in DOMAINS}, samplers,
+                   before=overlap_before)
   pools["overlap"] = ([next(ids) for _ in range(n_overlap)], seqs)
 
   evals: dict = {}
@@ -444,7 +454,7 @@ def generate_world(seed: int = 0, scale: float = 1.0, overlap_share: float = 0.3
       labels = [s[-1] for s in seqs[tgt]]
       evals[direction][split] = ([next(ids) for _ in range(n_eval)], seqs[src], labels)
 
-  raw = RawDataset(items=items, pools=pools, eval=evals)
+  raw = RawDataset(items=items, pools=pools, eval=evals, overlap_before=overlap_before)
   return SyntheticWorld(raw=raw, item_topics=item_topics, topic_names=tuple(t.name for t in topics))
 
 
