@@ -227,7 +227,7 @@ def test_next_item_pairs_by_hand(tmp_path):
 
 
 def test_next_item_pairs_need_the_order(ds, tmp_path):
-  with pytest.raises(ValueError, match="real_pairs='next' needs the order"):
+  with pytest.raises(DataError, match="real_pairs='next' needs the order"):
     PairPools.build(ds, "A2B", None, maxlen=MAXLEN, clue_len=CLUE_LEN, text_dim=TEXT_DIM,
                     real_pairs="next")
   with pytest.raises(ValueError, match="real_pairs must be one of"):
@@ -238,6 +238,14 @@ def test_next_item_pairs_need_the_order(ds, tmp_path):
     write_prepared(_ordered_raw(bad), tmp_path / "bad", source="test", arguments={},
                    num_negatives=2)
   assert not (tmp_path / "bad").exists()
+  # A users.npz whose counts point past a user's other-domain sequence is refused when loaded.
+  write_prepared(_ordered_raw(), tmp_path / "edited", source="test", arguments={}, num_negatives=2)
+  with np.load(tmp_path / "edited" / "users.npz") as z:
+    arrays = {k: z[k] for k in z.files}
+  arrays["overlap.B.before"][0] = 9
+  np.savez(tmp_path / "edited" / "users.npz", **arrays)
+  with pytest.raises(DataError, match=r"users.npz.*overlap.B.before has counts outside"):
+    load_prepared(tmp_path / "edited")
   short = {"A": OVERLAP_BEFORE["A"], "B": [[1], [0, 1], [2], [0, 0, 0, 1]]}
   with pytest.raises(DataError, match="row 0 has 1 counts for 2 items"):
     write_prepared(_ordered_raw(short), tmp_path / "bad", source="test", arguments={},

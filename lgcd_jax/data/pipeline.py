@@ -19,7 +19,8 @@ Single-domain sequence batch (encoder pre-training, next-item objective), per do
 Training pair batch (the diffusion model), direction src->tgt:
   src        int32 [B, maxlen]     source-domain items+1, left-padded
   tgt        int32 [B, maxlen]     target-domain sequence items+1, left-padded: the real target sequence
-                                   (real pathway) or the pseudo sequence built from clue items (pseudo pathway;
+                                   (real pathway; with data.real_pairs = "next" the one target item that
+                                   follows `src`) or the pseudo sequence built from clue items (pseudo pathway;
                                    the clue items in reverse LLM order so that the most likely item is last)
   tgt_weight float32 [B, maxlen]   1.0 for real items, the clue similarity for pseudo items, 0 for padding
   clue       int32 [B, clue_len]   the user's clue items (target domain)+1 in LLM order (most likely first),
@@ -56,6 +57,7 @@ import numpy as np
 
 from lgcd_jax import user_keys
 from lgcd_jax.data.clue_records import ClueSet
+from lgcd_jax.data.errors import DataError
 from lgcd_jax.data.prepared import DOMAINS, PreparedDataset, direction_domains
 from lgcd_jax.data.ragged import Ragged, offsets_from_lengths
 
@@ -350,11 +352,10 @@ def _next_item_pairs(ds: PreparedDataset, src_dom: str, tgt_dom: str, users: np.
   """One pair per target item of the overlap `users` with a source item before it: (the source items
   before it, most recent `maxlen`; the item alone; the user's row), in user then time order."""
   if ds.overlap_before is None:
-    where = f" ({ds.path})" if ds.path is not None else ""
-    raise ValueError(f"data.real_pairs='next' needs the order between an overlap user's two domains, "
-                     f"which this prepared dataset{where} does not hold: prepare it again with this "
-                     f"version (the llmcdsr and amazon sources keep it), or use data.real_pairs="
-                     f"'whole'")
+    raise DataError("data.real_pairs='next' needs the order between an overlap user's two domains, "
+                    "which this prepared dataset does not hold: prepare it again with this version "
+                    "(the llmcdsr, amazon and synthetic sources keep it), or use "
+                    "data.real_pairs='whole'", ds.path)
   src, tgt = ds.pools["overlap"][src_dom], ds.pools["overlap"][tgt_dom]
   _, idx = _select_rows(tgt, users)  # where the users' target items sit in tgt.values
   lengths = np.diff(tgt.offsets)[users]

@@ -280,6 +280,12 @@ def load_prepared(path: str | os.PathLike) -> PreparedDataset:
       if key not in users or len(users[key]) != len(pools["overlap"][d].values):
         raise DataError(f"manifest says overlap_order but {key} is missing or of the wrong length",
                         path / "users.npz")
+      # Each count must lie within its user's other-domain sequence (it is used to slice it).
+      other = pools["overlap"]["B" if d == "A" else "A"].lengths()
+      limit = np.repeat(other, pools["overlap"][d].lengths())
+      if np.any(users[key] < 0) or np.any(users[key] > limit):
+        raise DataError(f"{key} has counts outside [0, the user's other-domain length]",
+                        path / "users.npz")
       overlap_before[d] = users[key]
   evals = {}
   for direction in DIRECTIONS:
