@@ -230,12 +230,24 @@ def run_suite(specs: Sequence[suites.RunSpec], out: str | Path, config_path: str
   return counts
 
 
+def _shown(cmd: list[str]) -> str:
+  """The command as a log shows it: `python` and paths relative to the repository or the working
+  directory, so a committed run.log names no directory of the machine it ran on."""
+  prefixes = [str(MAIN_PY.parent) + os.sep, os.getcwd() + os.sep]
+  args = []
+  for a in cmd[1:]:
+    for p in prefixes:
+      a = a.replace(p, "")
+    args.append(a)
+  return " ".join(["python", *args])
+
+
 def _start_logged(cmd: list[str], log_path: Path, rec: dict):
   """Starts `cmd` with its stdout and stderr appended to `log_path`: (process, open log file)."""
   env = {**os.environ, "PYTHONUNBUFFERED": "1"}
   log = open(log_path, "ab")
   log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} attempt {rec['attempts']}: "
-            f"{' '.join(cmd)}\n".encode())
+            f"{_shown(cmd)}\n".encode())
   log.flush()
   return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log
 

@@ -124,3 +124,13 @@ def test_jobs_run_concurrently_and_record_every_run(tmp_path, monkeypatch):
   with pytest.raises(ValueError, match="jobs"):
     experiments.run_suite(specs, out, "configs/tiny.py", ["train.steps=5"], {"suite": "test"},
                           jobs=0)
+
+
+def test_a_run_log_names_no_directory_of_the_machine():
+  """run.log's command line shows `python` and repository-relative paths (logs are committed)."""
+  from lgcd_jax import experiments
+  root = experiments.MAIN_PY.parent
+  cmd = ["/opt/venv/bin/python", str(experiments.MAIN_PY), f"--config={root / 'configs/tiny.py'}",
+         "--config.seed=1", f"--workdir={root / 'results/x/A2B/lgcd/seed0'}"]
+  assert experiments._shown(cmd) == ("python main.py --config=configs/tiny.py --config.seed=1 "
+                                     "--workdir=results/x/A2B/lgcd/seed0")
