@@ -200,13 +200,18 @@ def _ordered_raw(before=OVERLAP_BEFORE):
       overlap_before=before)
 
 
+def _next_pairs(ds, direction):
+  """The `next` pools of `direction` and one batch of all their real pairs."""
+  p = PairPools.build(ds, direction, None, maxlen=MAXLEN, clue_len=CLUE_LEN, text_dim=TEXT_DIM,
+                      real_pairs="next")
+  return p, p.real.batch(np.arange(len(p.real)))
+
+
 def test_next_item_pairs_by_hand(tmp_path):
   write_prepared(_ordered_raw(), tmp_path / "ordered", source="test", arguments={}, num_negatives=2)
   ds = load_prepared(tmp_path / "ordered")
   assert ds.manifest["overlap_order"] is True
-  p = PairPools.build(ds, "A2B", None, maxlen=MAXLEN, clue_len=CLUE_LEN, text_dim=TEXT_DIM,
-                      real_pairs="next")
-  b = p.real.batch(np.arange(len(p.real)))
+  p, b = _next_pairs(ds, "A2B")
   # One pair per B item with an A item before it (b3 of o1 and b6 b0 b1 of o3 have none).
   np.testing.assert_array_equal(b["user"], [0, 0, 1, 2, 3])
   np.testing.assert_array_equal(b["src"], [[0, 0, 1], [0, 1, 2], [0, 0, 3], [0, 4, 5], [0, 0, 2]])
@@ -214,9 +219,7 @@ def test_next_item_pairs_by_hand(tmp_path):
   assert not b["tgt"][:, :-1].any()
   np.testing.assert_array_equal(b["tgt_weight"], (b["tgt"] > 0).astype(np.float32))
   assert p.counts["real"] == 5 and p.counts["real_users"] == 4
-  p = PairPools.build(ds, "B2A", None, maxlen=MAXLEN, clue_len=CLUE_LEN, text_dim=TEXT_DIM,
-                      real_pairs="next")
-  b = p.real.batch(np.arange(len(p.real)))
+  _, b = _next_pairs(ds, "B2A")
   np.testing.assert_array_equal(b["user"], [0, 1, 2, 2, 3])
   # o3's a1 follows b6 b0 b1: the source is cut to the last MAXLEN = 3 of them.
   np.testing.assert_array_equal(b["src"], [[0, 0, 2], [0, 0, 4], [0, 0, 6], [0, 0, 6], [7, 1, 2]])
