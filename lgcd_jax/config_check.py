@@ -3,7 +3,8 @@
 `validate` stops a bad value (a method, direction, sampler, ... that does not exist, a non-positive
 size) with one line before any work. `resume_differences` compares a checkpoint's config with the
 run's: only the fields in RESUMABLE may change when a run continues its workdir. `override_hash`
-names what a run changed from its config file, for the default workdir name.
+names what a run changed from its config file, for the default workdir name. `result_differences`
+says whether a finished run's results.json came from the config a suite would run it with now.
 """
 
 from __future__ import annotations
@@ -115,6 +116,62 @@ def describe(diffs: dict[str, tuple], limit: int = 6) -> str:
   items = [f"{k}: {a!r} -> {b!r}" for k, (a, b) in diffs.items()]
   more = f" and {len(items) - limit} more" if len(items) > limit else ""
   return ", ".join(items[:limit]) + more
+
+
+# Fields that do not change a finished run's figures: where it ran and how often it logged or saved.
+RESULT_IRRELEVANT = ("workdir", "train.log_every", "train.checkpoint_every", "data.eval_batch_size")
+
+
+# What a baseline (methods.BASELINES: fitted, not trained) reads of its config; the model's and
+# training's fields do not change its figures.
+BASELINE_FIELDS = ("data_dir", "direction", "method", "data.maxlen", "data.clue_len", "baselines.",
+                   "clues.", "synthetic.")
+
+
+def result_differences(results_config, config) -> dict[str, tuple]:
+  """{field: (the results' value, config's value)} where a finished run's config (results.json's
+  "config") differs from `config` in anything that changes its figures. A field the results lack
+  (written before the field existed) counts as configs/default.py's value, as settings.py reads an
+  older checkpoint."""
+  from configs import default as default_config
+  from lgcd_jax.methods import BASELINES
+  base = _plain(default_config.get_base_config())
+  old, new = _plain(results_config), _plain(config)
+  old = {**{k: base[k] for k in new if k not in old and k in base}, **old}
+  diffs = differences(old, new, ignore=RESULT_IRRELEVANT)
+  if new.get("method") in BASELINES:
+    diffs = {k: v for k, v in diffs.items()
+             if any(k == f or (f.endswith(".") and k.startswith(f)) for f in BASELINE_FIELDS)}
+  return diffs
+
+
+def apply_override(config, override: str) -> None:
+  """Sets one "dotted.key=value" override on an unlocked ConfigDict, the value read as the field's
+  type (as `--config.dotted.key=value` would be); raises ValueError naming the override."""
+  key, sep, text = override.partition("=")
+  if not sep:
+    raise ValueError(f"override {override!r} is not key=value")
+  *parents, leaf = key.split(".")
+  node = config
+  for part in parents:
+    node = node[part]
+  old = node[leaf]
+  try:
+    if isinstance(old, bool):
+      if text.lower() not in ("true", "false", "1", "0"):
+        raise ValueError("not true or false")
+      value = text.lower() in ("true", "1")
+    elif isinstance(old, int):
+      value = int(text)
+    elif isinstance(old, float):
+      value = float(text)
+    elif old is None or isinstance(old, str):
+      value = text
+    else:
+      raise ValueError("only bool, int, float and str fields can be overridden")
+  except ValueError as e:
+    raise ValueError(f"override {override!r}: {key} is a {type(old).__name__} ({e})") from None
+  node[leaf] = value
 
 
 def override_hash(base, config) -> str:

@@ -25,6 +25,10 @@ any other (pending, failed, or left running by a killed suite) is started again 
 main.py resumes it from its latest checkpoint. The suite records a failed run and goes on, and exits
 with status 1 at the end if any run failed. A resume must use the same config and overrides (main.py
 refuses to resume a checkpoint under a different config).
+
+A finished run is only skipped while its results.json came from the config the suite would run it
+with now: after an edit of the config file (or of configs/default.py) a resume stops and names the
+stale runs and what changed. `--rerun_stale` moves their workdirs to DIR/stale/ and runs them again.
 """
 
 from __future__ import annotations
@@ -42,12 +46,15 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from lgcd_jax import cli
+from lgcd_jax import config_check
 from lgcd_jax import suites
 from lgcd_jax.data import atomic
 
 MAIN_PY = Path(__file__).resolve().parents[1] / "main.py"
 INDEX = "index.json"
 STATES = ("pending", "running", "done", "failed")
+STALE_DIR = "stale"
 ERROR_TAIL_LINES = 25
 
 
@@ -73,6 +80,57 @@ def command(spec: suites.RunSpec, config_path: str, overrides: Sequence[str], wo
           *[f"--config.{o}" for o in (*overrides, *spec.overrides)], f"--workdir={workdir}"]
 
 
+def run_config(config_path: str, overrides: Sequence[str]):
+  """The config main.py runs with for `--config=config_path` and these "key=value" overrides, as a
+  trained run's results.json records it (with the method's implied switches)."""
+  import ml_collections
+  from lgcd_jax import builder  # jax and flax: imported only when a suite checks finished runs
+  config = ml_collections.ConfigDict(cli.load_config_file(config_path).to_dict())
+  for override in overrides:
+    config_check.apply_override(config, override)
+  return builder.method_config(config)
+
+
+class SuiteError(ValueError):
+  """A suite that cannot run as asked (another suite's directory, stale finished runs)."""
+
+
+def stale_runs(specs: Sequence[suites.RunSpec], out: Path, config_path: str,
+               overrides: Sequence[str]) -> dict[str, dict]:
+  """{run name: {field: (results' value, now)}} for the finished runs whose results.json came from
+  another config than the one this suite would run them with."""
+  stale = {}
+  for spec in specs:
+    path = out / spec.name / "results.json"
+    if not path.exists():
+      continue
+    try:
+      res = _read_json(path)
+    except (OSError, ValueError):
+      continue  # unreadable: the report names it; the suite does not decide on it
+    if not isinstance(res, dict) or not isinstance(res.get("config"), dict):
+      continue  # nothing to compare (a results.json written before configs were recorded)
+    if not isinstance(res, dict) or not isinstance(res.get("config"), dict):
+      continue  # nothing to compare (a results.json written before configs were recorded)
+    now = run_config(config_path, (*overrides, *spec.overrides))
+    diffs = config_check.result_differences(res["config"], now.to_dict())
+    if diffs:
+      stale[spec.name] = diffs
+  return stale
+
+
+def _move_stale(out: Path, name: str) -> Path:
+  """Moves DIR/<name> to DIR/stale/<name> (a numbered name if that is taken); returns the new path."""
+  dest = out / STALE_DIR / name
+  n = 1
+  while dest.exists():
+    n += 1
+    dest = out / STALE_DIR / f"{name}-{n}"
+  dest.parent.mkdir(parents=True, exist_ok=True)
+  (out / name).rename(dest)
+  return dest
+
+
 def _now() -> float:
   return round(time.time(), 3)
 
@@ -87,7 +145,7 @@ class Index:
     if old is not None:
       for key in ("suite", "config", "overrides"):
         if old.get(key) != header.get(key):
-          raise ValueError(
+          raise SuiteError(
               f"{self.path} was started with {key}={old.get(key)!r}, not {header.get(key)!r}: "
               f"resume with the same --suite, --config and --config.* overrides, or use a new --out")
     self.data = {**(old or {"created": _now()}), **header}
@@ -144,15 +202,32 @@ def _duration(seconds: float) -> str:
 def run_suite(specs: Sequence[suites.RunSpec], out: str | Path, config_path: str,
               overrides: Sequence[str], header: dict | None = None, *,
               echo: Callable[[str], None] = print, python: str = sys.executable,
-              jobs: int = 1) -> dict:
+              jobs: int = 1, rerun_stale: bool = False) -> dict:
   """Runs every spec not yet done, in order, up to `jobs` at a time (each its own subprocess);
-  returns {"done": n, "failed": n, "skipped": n}."""
+  returns {"done": n, "failed": n, "skipped": n}.
+
+  A finished run whose results.json came from another config (`stale_runs`) raises ValueError
+  naming it, or with `rerun_stale` has its workdir moved to DIR/stale/ and runs again."""
   if jobs < 1:
     raise ValueError(f"jobs must be >= 1, got {jobs}")
   out = Path(out)
   out.mkdir(parents=True, exist_ok=True)
   index = Index(out, {**(header or {}), "config": config_path, "overrides": list(overrides)})
   records = index.sync(specs)
+  stale = stale_runs(specs, out, config_path, overrides)
+  if stale and not rerun_stale:
+    shown = "; ".join(f"{name} ({config_check.describe(d, limit=3)})"
+                      for name, d in list(stale.items())[:4])
+    more = f" and {len(stale) - 4} more" if len(stale) > 4 else ""
+    raise SuiteError(f"{len(stale)} finished run(s) of {out} came from another config than "
+                     f"{config_path} with these overrides gives now: {shown}{more}. Rerun them "
+                     f"with --rerun_stale (their workdirs move to {out / STALE_DIR}) or use a new "
+                     f"--out")
+  for name in stale:
+    dest = _move_stale(out, name)
+    echo(f"stale: {name} came from another config; moved to {dest}")
+    rec = index.runs[name]
+    rec.update(state="pending", attempts=0, error=None, wall_s=None, rc=None)
   index.save()
   n = len(records)
   counts = {"done": 0, "failed": 0, "skipped": 0}
@@ -256,9 +331,11 @@ def list_runs(specs: Sequence[suites.RunSpec], out: Path, overrides: Sequence[st
               config_path: str, echo: Callable[[str], None] = print) -> None:
   old = _read_json(out / INDEX) or {}
   states = {r["name"]: r.get("state") for r in old.get("runs", [])}
+  stale = stale_runs(specs, out, config_path, overrides)
   for i, spec in enumerate(specs, 1):
     state = "done" if (out / spec.name / "results.json").exists() else states.get(spec.name,
                                                                                    "pending")
+    state = "stale" if spec.name in stale else state
     echo(f"[{i}/{len(specs)}] {spec.name:40s} {state:8s} "
          f"{' '.join(f'--config.{o}' for o in (*overrides, *spec.overrides))}")
   echo(f"{len(specs)} runs; config {config_path}; output {out}")
@@ -279,6 +356,9 @@ def _define_flags():
                        "accelerator, or 2 on a CPU machine whose runs leave cores idle.")
   flags.DEFINE_list("only", [], "Run only these variants (e.g. popularity,mf or lgcd-no_moe); the "
                     "others stay as they are.")
+  flags.DEFINE_bool("rerun_stale", False, "Finished runs whose results.json came from another "
+                    "config (an edited config file) move to OUT/stale/ and run again; without it "
+                    "the suite stops and names them.")
   flags.DEFINE_list("nk_values", None, "Sensitivity: data.clue_len values (default 5,10,20,40).")
   flags.DEFINE_list("t_values", None, "Sensitivity: model.diffusion_steps values "
                     "(default 20,50,100,200).")
@@ -323,7 +403,10 @@ def main(argv):
   # `kill PID` stops the suite as Ctrl-C does: the running run is stopped and left resumable.
   signal.signal(signal.SIGTERM, _raise_interrupt)
   try:
-    counts = run_suite(specs, out, config_path, overrides, header, jobs=f.jobs)
+    counts = run_suite(specs, out, config_path, overrides, header, jobs=f.jobs,
+                       rerun_stale=f.rerun_stale)
+  except SuiteError as e:
+    cli.fail(str(e))
   except KeyboardInterrupt:
     print(f"interrupted; the same command resumes the suite ({out / INDEX})", file=sys.stderr)
     sys.exit(130)

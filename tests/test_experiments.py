@@ -134,3 +134,66 @@ def test_a_run_log_names_no_directory_of_the_machine():
          "--config.seed=1", f"--workdir={root / 'results/x/A2B/lgcd/seed0'}"]
   assert experiments._shown(cmd) == ("python main.py --config=configs/tiny.py --config.seed=1 "
                                      "--workdir=results/x/A2B/lgcd/seed0")
+
+
+def test_a_finished_run_of_an_edited_config_is_stale(tmp_path, monkeypatch):
+  """After the config file changes, a resume names the finished runs it made stale, and
+  rerun_stale moves them aside and runs them again; a change a baseline does not read is not one."""
+  from lgcd_jax import experiments, suites
+  monkeypatch.chdir(REPO)
+  cfg = tmp_path / "cfg.py"
+  source = ("from configs import tiny\n\n\ndef get_config():\n  c = tiny.get_config()\n"
+            "  c.baselines.cooc_normalize = {norm}\n  c.model.d = {d}\n  return c\n")
+  cfg.write_text(source.format(norm=False, d=16))
+  out = tmp_path / "suite"
+  cooc = suites._spec("cooccurrence", "cooccurrence", "A2B", 0)
+  lines = []
+  counts = experiments.run_suite([cooc], out, str(cfg), [], {"suite": "test"}, echo=lines.append)
+  assert counts["done"] == 1
+  first = json.loads((out / cooc.name / "results.json").read_text())
+
+  cfg.write_text(source.format(norm=False, d=24))  # a model field: co-occurrence does not read it
+  assert experiments.stale_runs([cooc], out, str(cfg), []) == {}
+  counts = experiments.run_suite([cooc], out, str(cfg), [], {"suite": "test"}, echo=lines.append)
+  assert counts == {"done": 0, "failed": 0, "skipped": 1}
+
+  cfg.write_text(source.format(norm=True, d=24))
+  stale = experiments.stale_runs([cooc], out, str(cfg), [])
+  assert stale == {cooc.name: {"baselines.cooc_normalize": (False, True)}}
+  with pytest.raises(experiments.SuiteError, match="cooc_normalize"):
+    experiments.run_suite([cooc], out, str(cfg), [], {"suite": "test"}, echo=lines.append)
+  assert json.loads((out / cooc.name / "results.json").read_text()) == first  # left as it was
+  # An override that restores the old value makes the run current again.
+  assert experiments.stale_runs([cooc], out, str(cfg), ["baselines.cooc_normalize=False"]) == {}
+
+  counts = experiments.run_suite([cooc], out, str(cfg), [], {"suite": "test"}, echo=lines.append,
+                                 rerun_stale=True)
+  assert counts == {"done": 1, "failed": 0, "skipped": 0}
+  assert json.loads((out / "stale" / cooc.name / "results.json").read_text()) == first
+  now = json.loads((out / cooc.name / "results.json").read_text())
+  assert now["config"]["baselines"]["cooc_normalize"] is True
+  assert experiments.stale_runs([cooc], out, str(cfg), []) == {}
+
+
+def test_overrides_are_read_as_their_fields_type():
+  import ml_collections
+  from lgcd_jax import config_check
+  c = ml_collections.ConfigDict({"a": {"flag": True, "n": 1, "x": 0.5, "s": "v"}})
+  for o in ("a.flag=False", "a.n=3", "a.x=2", "a.s=w"):
+    config_check.apply_override(c, o)
+  assert c.to_dict() == {"a": {"flag": False, "n": 3, "x": 2.0, "s": "w"}}
+  for bad in ("a.flag=maybe", "a.n=1.5", "a.n"):
+    with pytest.raises(ValueError, match="a.n|a.flag"):
+      config_check.apply_override(c, bad)
+
+
+def test_a_field_older_results_lack_counts_as_its_default():
+  from configs import default
+  from lgcd_jax import config_check
+  config = default.get_base_config()
+  old = config.to_dict()
+  del old["data"]["real_pairs"]  # written before the field existed: the default, "whole"
+  assert config_check.result_differences(old, config.to_dict()) == {}
+  config.data.real_pairs = "next"
+  assert config_check.result_differences(old, config.to_dict()) == {
+      "data.real_pairs": ("whole", "next")}
