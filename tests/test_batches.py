@@ -241,14 +241,17 @@ def test_next_item_pairs_need_the_order(ds, tmp_path):
     write_prepared(_ordered_raw(bad), tmp_path / "bad", source="test", arguments={},
                    num_negatives=2)
   assert not (tmp_path / "bad").exists()
-  # A users.npz whose counts point past a user's other-domain sequence is refused when loaded.
+  # A users.npz whose counts point past a user's other-domain sequence, or fall, is refused when
+  # loaded: the same check as on writing.
   write_prepared(_ordered_raw(), tmp_path / "edited", source="test", arguments={}, num_negatives=2)
   with np.load(tmp_path / "edited" / "users.npz") as z:
-    arrays = {k: z[k] for k in z.files}
-  arrays["overlap.B.before"][0] = 9
-  np.savez(tmp_path / "edited" / "users.npz", **arrays)
-  with pytest.raises(DataError, match=r"users.npz.*overlap.B.before has counts outside"):
-    load_prepared(tmp_path / "edited")
+    good = {k: z[k] for k in z.files}
+  for index, value in ((0, 9), (1, 0)):  # user 0's B counts are [1, 2]: 9 is past, [1, 0] falls
+    arrays = {k: v.copy() for k, v in good.items()}
+    arrays["overlap.B.before"][index] = value
+    np.savez(tmp_path / "edited" / "users.npz", **arrays)
+    with pytest.raises(DataError, match=r"users.npz.*overlap.B.before: row 0's counts must rise"):
+      load_prepared(tmp_path / "edited")
   short = {"A": OVERLAP_BEFORE["A"], "B": [[1], [0, 1], [2], [0, 0, 0, 1]]}
   with pytest.raises(DataError, match="row 0 has 1 counts for 2 items"):
     write_prepared(_ordered_raw(short), tmp_path / "bad", source="test", arguments={},

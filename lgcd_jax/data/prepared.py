@@ -214,20 +214,40 @@ def write_prepared(raw: RawDataset, output: str | os.PathLike, *, source: str, a
   return manifest
 
 
+def overlap_order_problem(counts: np.ndarray, own_lengths: np.ndarray,
+                          other_lengths: np.ndarray) -> str | None:
+  """What is wrong with one domain's `overlap.<d>.before` counts (flat, parallel to the overlap
+  users' items of that domain, `own_lengths` per user), or None: each user's counts must rise from 0
+  to at most the user's number of other-domain items (they slice that sequence)."""
+  counts = np.asarray(counts)
+  own_lengths, other_lengths = np.asarray(own_lengths), np.asarray(other_lengths)
+  if counts.ndim != 1 or len(counts) != int(own_lengths.sum()):
+    return f"{len(counts)} counts for {int(own_lengths.sum())} items"
+  row = np.repeat(np.arange(len(own_lengths)), own_lengths)
+  bad = (counts < 0) | (counts > other_lengths[row])
+  bad[1:] |= (np.diff(counts) < 0) & (row[1:] == row[:-1])
+  if not bad.any():
+    return None
+  i = int(row[np.argmax(bad)])
+  return f"row {i}'s counts must rise from 0 to at most {int(other_lengths[i])} (its other-domain items)"
+
+
 def _check_overlap_before(raw: RawDataset) -> None:
-  """Each count sequence matches its items, never decreases, and stays within the other domain."""
   _, seqs = raw.pools["overlap"]
   for d in POOLS["overlap"]:
     other = "B" if d == "A" else "A"
     before = raw.overlap_before.get(d)
     if before is None or len(before) != len(seqs[d]):
       raise DataError(f"overlap_before[{d!r}]: one count sequence per overlap user is needed")
-    for i, (b, s, o) in enumerate(zip(before, seqs[d], seqs[other])):
-      if len(b) != len(s):
-        raise DataError(f"overlap_before[{d!r}]: row {i} has {len(b)} counts for {len(s)} items")
-      if len(b) and (min(b) < 0 or max(b) > len(o) or any(x > y for x, y in zip(b, b[1:]))):
-        raise DataError(f"overlap_before[{d!r}]: row {i}'s counts must rise from 0 to at most "
-                        f"{len(o)} (the user's {other} items)")
+    counts, own = [np.asarray(b).reshape(-1) for b in before], np.array([len(x) for x in seqs[d]])
+    wrong = np.flatnonzero(np.array([len(c) for c in counts], dtype=np.int64) != own)
+    if len(wrong):
+      i = int(wrong[0])
+      raise DataError(f"overlap_before[{d!r}]: row {i} has {len(counts[i])} counts for {own[i]} items")
+    flat = np.concatenate(counts) if counts else np.zeros(0, np.int64)
+    problem = overlap_order_problem(flat, own, np.array([len(x) for x in seqs[other]]))
+    if problem:
+      raise DataError(f"overlap_before[{d!r}]: {problem}")
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
@@ -277,15 +297,12 @@ def load_prepared(path: str | os.PathLike) -> PreparedDataset:
     overlap_before = {}
     for d in POOLS["overlap"]:
       key = f"overlap.{d}.before"
-      if key not in users or len(users[key]) != len(pools["overlap"][d].values):
-        raise DataError(f"manifest says overlap_order but {key} is missing or of the wrong length",
-                        path / "users.npz")
-      # Each count must lie within its user's other-domain sequence (it is used to slice it).
-      other = pools["overlap"]["B" if d == "A" else "A"].lengths()
-      limit = np.repeat(other, pools["overlap"][d].lengths())
-      if np.any(users[key] < 0) or np.any(users[key] > limit):
-        raise DataError(f"{key} has counts outside [0, the user's other-domain length]",
-                        path / "users.npz")
+      if key not in users:
+        raise DataError(f"manifest says overlap_order but {key} is missing", path / "users.npz")
+      problem = overlap_order_problem(users[key], pools["overlap"][d].lengths(),
+                                      pools["overlap"]["B" if d == "A" else "A"].lengths())
+      if problem:
+        raise DataError(f"{key}: {problem}", path / "users.npz")
       overlap_before[d] = users[key]
   evals = {}
   for direction in DIRECTIONS:
