@@ -77,6 +77,11 @@ def get_base_config() -> ml_collections.ConfigDict:
   # its target items, so every source item points at them however old it is; an eval user was never
   # in the MF, and for it the recency profile holds (BUILD_NOTES, issue 12, seventh session).
   c.model.anchor_at_sampling = "trained"
+  # What x0 (the diffusion's and the guesser's target) is for a pair: "encoder" = Enc_T of the target
+  # sequence (DESIGN.md §2); "items" = the tgt_weight-weighted mean of the target items' features,
+  # the vectors every item is scored against, so the MSE and the recommendation loss pull x0_hat the
+  # same way (Enc_T's last state is trained to predict the item after the sequence, not its items).
+  c.model.x0 = "encoder"
   c.model.item_bias = False  # score = <x0_hat, e_i> + b_i (a learned per-item popularity prior)
   c.model.item_bias_init = "zero"  # zero | log_popularity (over all target-domain training users)
   c.model.use_diffusion = True

@@ -19,7 +19,7 @@ from lgcd_jax.data.prepared import DIRECTIONS
 from lgcd_jax.methods import METHODS
 from lgcd_jax.model import diffusion
 from lgcd_jax.model.denoiser import CONDITIONINGS
-from lgcd_jax.model.settings import SAMPLERS
+from lgcd_jax.model.settings import SAMPLERS, X0_TARGETS
 from lgcd_jax.text.encoders import ENCODERS
 
 # Fields a resumed run may change: how long it trains and how often it evaluates, logs and saves.
@@ -40,6 +40,7 @@ def _choices() -> dict[str, tuple]:
       "clues.bridge_mode": tuple(bridge.MODES),
       "clues.encoder": tuple(ENCODERS),
       "data.real_pairs": tuple(REAL_PAIRS),
+      "model.x0": tuple(X0_TARGETS),
   }
 
 

@@ -196,6 +196,26 @@ def test_clue_pooled_is_the_similarity_weighted_mean_of_clue_item_features():
   assert not np.asarray(collab.clue_pooled).any()
 
 
+def test_x0_items_is_the_weighted_mean_of_the_target_items_features():
+  """model.x0 = "items": x0 is the tgt_weight-weighted mean of the target items' features (padding
+  and zero-weight items left out), without a gradient into the table; "encoder" is Enc_T's state."""
+  batch = _batch(_config())
+  batch["tgt_weight"][1, -1] = 0.0  # a zero-weight item does not count
+  model = _model(_config(x0="items"))
+  feats = model.tgt_table.features()
+  x0 = model.target_repr(batch["tgt"], batch["tgt_weight"], feats)
+  f = np.asarray(feats)[batch["tgt"]]
+  w = np.where(batch["tgt"] > 0, batch["tgt_weight"], 0.0)
+  np.testing.assert_allclose(x0, (f * w[..., None]).sum(1) / w.sum(1, keepdims=True), rtol=1e-5,
+                             atol=1e-6)
+  grad = jax.grad(lambda t: jnp.sum(model.target_repr(batch["tgt"], batch["tgt_weight"], t)))(feats)
+  assert not np.asarray(grad).any()
+  enc = _model(_config())
+  assert not np.allclose(enc.target_repr(batch["tgt"], batch["tgt_weight"], feats), x0)
+  with pytest.raises(ValueError, match="model.x0"):
+    _model(_config(x0="sequence"))
+
+
 def test_item_bias_shifts_every_users_score_of_an_item():
   model = _model(_config(item_bias=True))
   x0_hat = jnp.asarray(np.random.RandomState(0).randn(3, 16), jnp.float32)

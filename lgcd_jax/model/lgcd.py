@@ -9,7 +9,7 @@ call, where it becomes constants.
 
 Choices where the design leaves room (DESIGN.md §2):
 - x0 = the target encoder's last state over the (real or pseudo) target sequence, under
-  `stop_gradient`. The target encoder is trained only by its own next-item objective
+  `stop_gradient` (model.x0 = "items": the weighted mean of the target items' own features). The target encoder is trained only by its own next-item objective
   (`encoder_loss`); letting the diffusion MSE reach it would let it shrink x0 towards a constant,
   which makes that MSE trivially small (representation collapse). The target item table still
   learns from the recommendation loss and from the clue tokens. The target sequence's padding is
@@ -249,11 +249,17 @@ class LGCD(nnx.Module):
                       clue_pooled=clue_pooled)
 
   def target_repr(self, tgt: jax.Array, tgt_weight: jax.Array, tgt_feats: jax.Array) -> jax.Array:
-    """x0 [B, d]: the target encoder's last state over tgt (no dropout, gradient stopped).
+    """x0 [B, d], gradient stopped: the target encoder's last state over tgt (no dropout), or with
+    model.x0 = "items" the tgt_weight-weighted mean of the target items' features.
     tgt_feats: the target table's `features()`."""
     mask = (tgt > 0) & (tgt_weight > 0)
-    states = self.tgt_encoder(tgt_feats[tgt], mask)
-    return jax.lax.stop_gradient(last_state(states, mask))
+    if self.settings.x0 == "items":
+      w = jnp.where(mask, tgt_weight, 0.0)
+      x0 = (jnp.sum(tgt_feats[tgt] * w[..., None], axis=1)
+            / jnp.maximum(jnp.sum(w, axis=1, keepdims=True), 1e-8))
+    else:
+      x0 = last_state(self.tgt_encoder(tgt_feats[tgt], mask), mask)
+    return jax.lax.stop_gradient(x0)
 
   def anchor(self, src: jax.Array, sampling: bool = False) -> jax.Array | None:
     """The collaborative anchor [B, d] that x0_hat is generated around (model.anchor = "mf").

@@ -19,6 +19,9 @@ SAMPLERS = ("ddpm", "ddim")
 ANCHORS = ("none", "mf")
 # model.anchor_at_sampling: the anchor's weights when sampling, "trained" or its "initial" profile.
 ANCHOR_AT_SAMPLING = ("trained", "initial")
+# model.x0: what the diffusion generates for a pair, "encoder" (Enc_T of the target sequence) or
+# "items" (the weighted mean of the target items' features, the space the items are scored in).
+X0_TARGETS = ("encoder", "items")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +58,7 @@ class LGCDSettings:
   anchor: str
   anchor_recency: float
   anchor_at_sampling: str
+  x0: str
   # Loss weights.
   alignment_weight: float
   alignment_temperature: float
@@ -80,6 +84,8 @@ class LGCDSettings:
     if self.anchor_at_sampling not in ANCHOR_AT_SAMPLING:
       raise ValueError(f"model.anchor_at_sampling must be one of {ANCHOR_AT_SAMPLING}, got "
                        f"{self.anchor_at_sampling!r}")
+    if self.x0 not in X0_TARGETS:
+      raise ValueError(f"model.x0 must be one of {X0_TARGETS}, got {self.x0!r}")
     if not 0.0 < self.anchor_recency <= 1.0:
       raise ValueError(f"model.anchor_recency must be in (0, 1], got {self.anchor_recency}")
 
@@ -103,7 +109,7 @@ class LGCDSettings:
         use_guesser=bool(m["use_guesser"]), use_moe=bool(m["use_moe"]),
         use_clues=bool(m["use_clues"]), item_bias=bool(m["item_bias"]), anchor=str(m["anchor"]),
         anchor_recency=float(m["anchor_recency"]),
-        anchor_at_sampling=str(m["anchor_at_sampling"]),
+        anchor_at_sampling=str(m["anchor_at_sampling"]), x0=str(m["x0"]),
         alignment_weight=float(t["alignment_weight"]),
         alignment_temperature=float(t["alignment_temperature"]),
         rec_weight=float(t["rec_weight"]), guesser_weight=float(t["guesser_weight"]),
