@@ -113,6 +113,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   # model.anchor = "mf": weight of the mean squared size of what the guesser and the denoiser add to
   # the anchor (0: unpenalised).
   c.train.residual_weight = 0.0
+  # Share of diffusion rows whose x_t is the guess (gradient stopped) noised to a t < T', not x0
+  # noised: the sampler starts the chain from the noised guess, so the denoiser learns to correct
+  # the guess towards x0 on the inputs it is given at sampling (0: every x_t from x0).
+  c.train.from_guess_share = 0.0
   # Parameters stage 2 must not move (comma-separated dotted prefixes of parameter paths, e.g.
   # "src_table.id_embedding,tgt_table.id_embedding": the item tables stay the all-user ones).
   c.train.stage2_frozen = ""

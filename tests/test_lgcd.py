@@ -465,3 +465,38 @@ def test_residual_weight_penalises_what_the_networks_add_to_the_anchor():
   assert residual > 0
   np.testing.assert_allclose(float(losses[2.0][0]) - float(losses[0.0][0]), 2.0 * residual,
                              rtol=1e-4)
+
+
+def test_from_guess_share_feeds_the_denoiser_the_noised_guess():
+  """train.from_guess_share = 1: every diffusion row's x_t is built from the guess, so moving the
+  guesser changes the diffusion loss, but no gradient of it reaches the guesser (stop_gradient);
+  at 0 the diffusion loss does not depend on the guesser at all."""
+  def diffusion_losses(share):
+    c = _config()
+    c.train.from_guess_share = share
+    graphdef, params, rest = nnx.split(_model(c), nnx.Param, ...)
+    batch = _batch(c)
+
+    @jax.jit
+    def value_and_guesser_grad(shift):
+      def loss(p):
+        moved = jax.tree.map_with_path(
+            lambda path, x: x + shift if "guesser" in jax.tree_util.keystr(path) else x, p)
+        m = nnx.merge(graphdef, moved, rest)
+        return m.loss(batch, jax.random.key(3), train=False)[1]["diffusion_loss"]
+      value, grad = jax.value_and_grad(loss)(params)
+      g = [jnp.max(jnp.abs(x)) for path, x in jax.tree_util.tree_leaves_with_path(grad)
+           if "guesser" in jax.tree_util.keystr(path)]
+      return value, jnp.max(jnp.stack(g))
+
+    return [tuple(map(float, value_and_guesser_grad(shift))) for shift in (0.0, 0.3)]
+
+  (a0, g0), (b0, _) = diffusion_losses(0.0)
+  (a1, g1), (b1, _) = diffusion_losses(1.0)
+  assert a0 == pytest.approx(b0, rel=1e-6) and g0 == 0.0
+  assert abs(a1 - b1) > 1e-4 and g1 == 0.0
+  assert a1 != pytest.approx(a0, rel=1e-4)  # share 1 changed the denoiser's inputs
+  with pytest.raises(ValueError, match="from_guess_share"):
+    c = _config()
+    c.train.from_guess_share = 1.5
+    _model(c)

@@ -360,7 +360,11 @@ class LGCD(nnx.Module):
         total += self.settings.guesser_rec_weight * guess_rec
 
     if self.settings.use_diffusion:
+      if self.settings.from_guess_share > 0 and guess is not None:
+        r_diff, r_from_guess = jax.random.split(r_diff)
       x_t, t, _ = diffusion.training_targets(self.schedule(), x0, r_diff)
+      if self.settings.from_guess_share > 0 and guess is not None:
+        x_t, t = self._from_guess(x_t, t, guess, r_from_guess)
       drop = None
       if self.settings.conditioning == "cfg" and train:
         drop = jax.random.bernoulli(r_cfg, self.settings.cfg_dropout, (x0.shape[0],))
@@ -394,6 +398,18 @@ class LGCD(nnx.Module):
       total += self.settings.residual_weight * residual
     metrics["loss"] = total
     return total, metrics
+
+  def _from_guess(self, x_t: jax.Array, t: jax.Array, guess: jax.Array, rng: jax.Array
+                  ) -> tuple[jax.Array, jax.Array]:
+    """(x_t, t) with a train.from_guess_share of the rows replaced by the guess (gradient stopped)
+    noised to a t in [0, T'), the inputs the sampler gives the denoiser; the target stays x0."""
+    s = self.settings
+    r_pick, r_t, r_noise = jax.random.split(rng, 3)
+    t_g = jax.random.randint(r_t, t.shape, 0, s.guess_start_step, dtype=t.dtype)
+    noise = jax.random.normal(r_noise, guess.shape, guess.dtype)
+    x_g = diffusion.q_sample(self.schedule(), jax.lax.stop_gradient(guess), t_g, noise)
+    pick = jax.random.bernoulli(r_pick, s.from_guess_share, t.shape)
+    return jnp.where(pick[:, None], x_g, x_t), jnp.where(pick, t_g, t)
 
   def joint_loss(self, batch: Batch, batch_src: Batch, batch_tgt: Batch, rng: jax.Array,
                  train: bool = True) -> tuple[jax.Array, dict[str, jax.Array]]:

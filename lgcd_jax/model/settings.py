@@ -69,6 +69,7 @@ class LGCDSettings:
   encoder_negatives: int
   joint_encoder_weight: float
   residual_weight: float
+  from_guess_share: float
 
   def __post_init__(self):
     if self.conditioning not in CONDITIONINGS:
@@ -86,6 +87,8 @@ class LGCDSettings:
                        f"{self.anchor_at_sampling!r}")
     if self.x0 not in X0_TARGETS:
       raise ValueError(f"model.x0 must be one of {X0_TARGETS}, got {self.x0!r}")
+    if not 0.0 <= self.from_guess_share <= 1.0:
+      raise ValueError(f"train.from_guess_share must be in [0, 1], got {self.from_guess_share}")
     if not 0.0 < self.anchor_recency <= 1.0:
       raise ValueError(f"model.anchor_recency must be in (0, 1], got {self.anchor_recency}")
 
@@ -116,7 +119,8 @@ class LGCDSettings:
         guesser_rec_weight=float(t["guesser_rec_weight"]), pseudo_weight=float(t["pseudo_weight"]),
         encoder_negatives=int(t["encoder_negatives"]),
         joint_encoder_weight=float(t["joint_encoder_weight"]),
-        residual_weight=float(t["residual_weight"]))
+        residual_weight=float(t["residual_weight"]),
+        from_guess_share=float(t["from_guess_share"]))
 
 
 def _merged(base: dict, override: dict) -> dict:
