@@ -109,8 +109,19 @@ def differences(old, new, ignore: tuple[str, ...] = ()) -> dict[str, tuple]:
           if k not in ignore and a.get(k, _MISSING) != b.get(k, _MISSING)}
 
 
+def _with_defaults(old, new) -> tuple[dict, dict]:
+  """(old, new) flattened, with each field `old` lacks but `new` has (a field added since `old` was
+  written) taken from configs/default.py, as settings.py reads an older checkpoint."""
+  from configs import default as default_config
+  base = _plain(default_config.get_base_config())
+  old, new = _plain(old), _plain(new)
+  return {**{k: base[k] for k in new if k not in old and k in base}, **old}, new
+
+
 def resume_differences(checkpoint_config, config) -> dict[str, tuple]:
-  return differences(checkpoint_config, config, ignore=RESUMABLE)
+  """What differs between a checkpoint's config and a resumed run's, outside RESUMABLE; a field
+  added to the code since the checkpoint was written counts as its default."""
+  return differences(*_with_defaults(checkpoint_config, config), ignore=RESUMABLE)
 
 
 def describe(diffs: dict[str, tuple], limit: int = 6) -> str:
@@ -134,11 +145,8 @@ def result_differences(results_config, config) -> dict[str, tuple]:
   "config") differs from `config` in anything that changes its figures. A field the results lack
   (written before the field existed) counts as configs/default.py's value, as settings.py reads an
   older checkpoint."""
-  from configs import default as default_config
   from lgcd_jax.methods import BASELINES
-  base = _plain(default_config.get_base_config())
-  old, new = _plain(results_config), _plain(config)
-  old = {**{k: base[k] for k in new if k not in old and k in base}, **old}
+  old, new = _with_defaults(results_config, config)
   diffs = differences(old, new, ignore=RESULT_IRRELEVANT)
   if new.get("method") in BASELINES:
     diffs = {k: v for k, v in diffs.items()

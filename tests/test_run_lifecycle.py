@@ -49,6 +49,13 @@ def test_fields_a_resume_may_change():
   assert config_check.resume_differences(base.to_json(), ok) == {}
   assert set(config_check.resume_differences(base.to_json(), tiny_config(**{
       "train.lr": 0.1, "model.d": 8}))) == {"train.lr", "model.d"}
+  # A checkpoint written before a field existed resumes when the run keeps that field's default,
+  # and not when it sets another value.
+  old = json.loads(base.to_json())
+  del old["train"]["from_guess_share"]
+  assert config_check.resume_differences(json.dumps(old), base) == {}
+  assert config_check.resume_differences(json.dumps(old), tiny_config(**{
+      "train.from_guess_share": 0.5})) == {"train.from_guess_share": (0.0, 0.5)}
 
 
 def test_default_workdir_carries_a_hash_of_the_overrides():
