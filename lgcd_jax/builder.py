@@ -28,13 +28,17 @@ from lgcd_jax.text import encoders as text_encoders
 def method_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The LGCD switches each trained method implies (the ablation switches stay the user's for lgcd).
 
-  The MF anchor (model.anchor = "mf") is LGCD's own design, so the EMCDR and DMCDR baselines generate
-  from scratch (anchor "none") whatever the config says; they keep the rest of it, the item tables'
-  initialisation (model.id_init) included.
+  The MF anchor (model.anchor = "mf"), x0 in the items' space (model.x0 = "items") and the
+  denoiser's training on the noised guess (train.from_guess_share) are LGCD's own design, so the
+  EMCDR and DMCDR baselines generate from scratch (anchor "none") towards the target user
+  representation Enc_T (x0 "encoder"), as published, whatever the config says; they keep the rest of
+  it, the item tables' initialisation (model.id_init) and the schedule included.
   """
   c = ml_collections.ConfigDict(config.to_dict())
   if config.method in ("dmcdr", "emcdr"):
     c.model.anchor = "none"
+    c.model.x0 = "encoder"
+    c.train.from_guess_share = 0.0
   if config.method == "dmcdr":  # diffusion with linear / CFG conditioning, no pseudo data, no clues
     c.model.use_pseudo = False
     c.model.use_clues = False  # guided by the source behaviour only (DESIGN.md §2)

@@ -334,11 +334,16 @@ def test_dmcdr_scores_do_not_depend_on_the_clue():
   config = builder.method_config(base)
   assert not uses_clues(config) and config.model.conditioning == "cfg"
   assert uses_clues(builder.method_config(_config()))  # lgcd reads clues
-  for method in ("dmcdr", "emcdr"):  # the MF anchor is LGCD's: the baselines generate from scratch
-    anchored = _config(anchor="mf")
+  for method in ("dmcdr", "emcdr"):  # the anchor, x0 = items, from-guess training are LGCD's
+    anchored = _config(anchor="mf", x0="items")
     anchored.method = method
-    assert builder.method_config(anchored).model.anchor == "none"
-  assert builder.method_config(_config(anchor="mf")).model.anchor == "mf"
+    anchored.train.from_guess_share = 0.5
+    c = builder.method_config(anchored)
+    assert (c.model.anchor, c.model.x0, c.train.from_guess_share) == ("none", "encoder", 0.0)
+  lgcd = _config(anchor="mf", x0="items")
+  lgcd.train.from_guess_share = 0.5
+  c = builder.method_config(lgcd)
+  assert (c.model.anchor, c.model.x0, c.train.from_guess_share) == ("mf", "items", 0.5)
   graphdef, state = nnx.split(_model(config))
   runner = _runner(graphdef)
 
