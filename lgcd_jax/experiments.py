@@ -110,8 +110,6 @@ def stale_runs(specs: Sequence[suites.RunSpec], out: Path, config_path: str,
       continue  # unreadable: the report names it; the suite does not decide on it
     if not isinstance(res, dict) or not isinstance(res.get("config"), dict):
       continue  # nothing to compare (a results.json written before configs were recorded)
-    if not isinstance(res, dict) or not isinstance(res.get("config"), dict):
-      continue  # nothing to compare (a results.json written before configs were recorded)
     now = run_config(config_path, (*overrides, *spec.overrides))
     diffs = config_check.result_differences(res["config"], now.to_dict())
     if diffs:
@@ -206,7 +204,7 @@ def run_suite(specs: Sequence[suites.RunSpec], out: str | Path, config_path: str
   """Runs every spec not yet done, in order, up to `jobs` at a time (each its own subprocess);
   returns {"done": n, "failed": n, "skipped": n}.
 
-  A finished run whose results.json came from another config (`stale_runs`) raises ValueError
+  A finished run whose results.json came from another config (`stale_runs`) raises SuiteError
   naming it, or with `rerun_stale` has its workdir moved to DIR/stale/ and runs again."""
   if jobs < 1:
     raise ValueError(f"jobs must be >= 1, got {jobs}")

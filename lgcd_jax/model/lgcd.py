@@ -9,8 +9,8 @@ call, where it becomes constants.
 
 Choices where the design leaves room (DESIGN.md §2):
 - x0 = the target encoder's last state over the (real or pseudo) target sequence, under
-  `stop_gradient` (model.x0 = "items": the weighted mean of the target items' own features). The target encoder is trained only by its own next-item objective
-  (`encoder_loss`); letting the diffusion MSE reach it would let it shrink x0 towards a constant,
+  `stop_gradient` (model.x0 = "items": the weighted mean of the target items' own features). The
+  target encoder is trained only by its own next-item objective (`encoder_loss`); letting the diffusion MSE reach it would let it shrink x0 towards a constant,
   which makes that MSE trivially small (representation collapse). The target item table still
   learns from the recommendation loss and from the clue tokens. The target sequence's padding is
   read from tgt > 0 and tgt_weight > 0; the weights themselves (clue similarities on the pseudo
@@ -23,6 +23,9 @@ Choices where the design leaves room (DESIGN.md §2):
   sum(row weight * row loss) / (number of actual rows). Dividing by the row count rather than the
   weight sum keeps an all-pseudo batch (the cyclic sampler makes them) down-weighted as a whole.
   A row without any target item has no x0 and counts as padding.
+- Denoiser inputs: x_t = x0 noised to a t drawn over all T steps; with train.from_guess_share > 0 that
+  share of the rows gets the guess (gradient stopped) noised to a t < T' instead, what the sampler
+  gives the denoiser, so that it learns to correct the guess (BUILD_NOTES, issue 12, eighth session).
 - Alignment: InfoNCE of cos(x0_hat_i, x0_j) / temperature over the batch's actual rows, positive
   j = i. Always computed and reported; added to the loss only when use_alignment.
 - Guesser loss: MSE(guess, x0), in the loss whenever the guesser is used (use_guesser, or
