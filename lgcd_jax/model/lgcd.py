@@ -10,8 +10,9 @@ call, where it becomes constants.
 Choices where the design leaves room (DESIGN.md §2):
 - x0 = the target encoder's last state over the (real or pseudo) target sequence, under
   `stop_gradient` (model.x0 = "items": the weighted mean of the target items' own features). The
-  target encoder is trained only by its own next-item objective (`encoder_loss`); letting the diffusion MSE reach it would let it shrink x0 towards a constant,
-  which makes that MSE trivially small (representation collapse). The target item table still
+  target encoder is trained only by its own next-item objective (`encoder_loss`); letting the
+  diffusion MSE reach it would let it shrink x0 towards a constant, which makes that MSE trivially
+  small (representation collapse). The target item table still
   learns from the recommendation loss and from the clue tokens. The target sequence's padding is
   read from tgt > 0 and tgt_weight > 0; the weights themselves (clue similarities on the pseudo
   pathway) weight the recommendation loss, not the encoder input, which is fed the pseudo items as
