@@ -7,7 +7,7 @@ Rows (sampled HR@5 and full HR@10 per split):
   as trained          the run's own sampler: the figure its results.json reports
   chain T'=N          the reverse chain started from the guess noised to step N instead
   DDIM S=N            DDIM with N steps instead of model.sample_steps
-  guess               the guesser's one-shot x0 (on the anchor, with model.anchor = "mf"), no chain
+  guess               the sampler without the chain: the guesser's one-shot x0 (on the anchor)
   anchor              the MF anchor alone (model.anchor = "mf"), as the sampler uses it
 
 The run's data (config.data_dir, or its synthetic world) and clues are rebuilt as training built
@@ -24,7 +24,6 @@ import sys
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 from absl import app, flags
 from flax import nnx
@@ -37,16 +36,11 @@ from lgcd_jax.evaluation import evaluator
 from lgcd_jax.methods import BASELINES
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3))
-def part_scores(graphdef, state, batch, part: str):
-  """[B, items] scores of one part of the model in (graphdef, state): "guess" or "anchor"."""
+@functools.partial(jax.jit, static_argnums=(0,))
+def anchor_scores(graphdef, state, batch):
+  """[B, items] scores of the model's MF anchor alone, as the sampler uses it."""
   model = nnx.merge(graphdef, state)
-  anchor = model.anchor(batch["src"], sampling=True)
-  if part == "anchor":
-    return model.score(anchor)
-  cond = model.conditions(batch)
-  pathway = model.pathway(jnp.ones((batch["src"].shape[0],), jnp.int32))
-  return model.score(model._around_anchor(anchor, model.guess(cond, pathway), 0))
+  return model.score(model.anchor(batch["src"], sampling=True))
 
 
 def _restore(workdir: Path):
@@ -86,6 +80,8 @@ def diagnose(workdir: str | Path, guess_start_steps=(), sample_steps=(), splits=
     if s.sampler == "ddim":
       for n in sample_steps:
         rows[f"DDIM S={n}"] = dataclasses.replace(s, sample_steps=int(n))
+    if s.use_guesser:  # without diffusion the sampler returns the guess: the same weights, no chain
+      rows["guess"] = dataclasses.replace(s, use_diffusion=False)
   out = {}
 
   def run(name, score):
@@ -103,11 +99,9 @@ def diagnose(workdir: str | Path, guess_start_steps=(), sample_steps=(), splits=
     run(name, lambda b, g=graphdef, st=state, st_s=settings: inference.score_step(
         g, st, b, st_s.sampler, st_s.sample_steps, key))
   model.settings = s
-  graphdef, state = nnx.split(model)
-  if s.use_guesser or not s.use_diffusion:
-    run("guess", lambda b: part_scores(graphdef, state, b, "guess"))
   if s.anchor != "none":
-    run("anchor", lambda b: part_scores(graphdef, state, b, "anchor"))
+    graphdef, state = nnx.split(model)
+    run("anchor", lambda b: anchor_scores(graphdef, state, b))
   return out
 
 
