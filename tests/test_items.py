@@ -57,6 +57,17 @@ def test_features_rows_are_lookups_and_padding_gets_no_gradient():
   assert np.all(np.abs(np.asarray(grads["id_embedding"][...][1:])).sum(-1) > 0)
 
 
+@pytest.mark.parametrize("titles", [True, False])
+def test_with_title_is_the_call_and_the_title_from_one_projection(titles):
+  table = ItemTable(N, D, _titles() if titles else None, rngs=nnx.Rngs(0))
+  table.id_embedding[...] = table.id_embedding[...].at[0].set(1.0)  # padding must still be zero
+  idx = jnp.array([[0, 1, 7], [3, 0, 2]])
+  feats, title = table.with_title(idx)
+  np.testing.assert_allclose(feats, table(idx), rtol=1e-6, atol=1e-7)
+  np.testing.assert_array_equal(title, table.title(idx))
+  np.testing.assert_array_equal(feats[0, 0], 0.0)
+
+
 def test_without_titles_and_with_id_init():
   init = np.arange(N * D, dtype=np.float32).reshape(N, D)
   table = ItemTable(N, D, None, rngs=nnx.Rngs(0), id_init=init)

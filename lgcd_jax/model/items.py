@@ -88,6 +88,12 @@ class ItemTable(nnx.Module):
       emb = emb + self.title_proj(self.title_embedding[...][idx])
     return emb * self._pad_mask(idx)
 
+  def with_title(self, idx: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(`self(idx)`, `self.title(idx)`) with the titles gathered and projected once, for a caller
+    that needs both (the conditions: the source encoder's inputs and the title tokens)."""
+    title = self.title(idx)  # zero at padding already
+    return self.id_embedding[...][idx] * self._pad_mask(idx) + title, title
+
   def features(self) -> jax.Array:
     """Features [N + 1, d] of every input 0..N, row 0 (padding) zero: `self(idx)` is
     `features()[idx]`. One projection of the whole title table, for a caller that scores every item
