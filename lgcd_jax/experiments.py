@@ -33,6 +33,7 @@ stale runs and what changed. `--rerun_stale` moves their workdirs to DIR/stale/ 
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -80,12 +81,17 @@ def command(spec: suites.RunSpec, config_path: str, overrides: Sequence[str], wo
           *[f"--config.{o}" for o in (*overrides, *spec.overrides)], f"--workdir={workdir}"]
 
 
-def run_config(config_path: str, overrides: Sequence[str]):
+def run_config(config_path: str, overrides: Sequence[str], base: dict | None = None):
   """The config main.py runs with for `--config=config_path` and these "key=value" overrides, as a
-  trained run's results.json records it (with the method's implied switches)."""
+  trained run's results.json records it (with the method's implied switches).
+
+  base: the config file's contents as a dict, when the caller has loaded it already (not modified).
+  """
   import ml_collections
   from lgcd_jax import builder  # jax and flax: imported only when a suite checks finished runs
-  config = ml_collections.ConfigDict(cli.load_config_file(config_path).to_dict())
+  if base is None:
+    base = cli.load_config_file(config_path).to_dict()
+  config = ml_collections.ConfigDict(copy.deepcopy(base))
   for override in overrides:
     config_check.apply_override(config, override)
   return builder.method_config(config)
@@ -100,6 +106,7 @@ def stale_runs(specs: Sequence[suites.RunSpec], out: Path, config_path: str,
   """{run name: {field: (results' value, now)}} for the finished runs whose results.json came from
   another config than the one this suite would run them with."""
   stale = {}
+  base = None  # the config file, loaded once at the first finished run
   for spec in specs:
     path = out / spec.name / "results.json"
     if not path.exists():
@@ -110,7 +117,9 @@ def stale_runs(specs: Sequence[suites.RunSpec], out: Path, config_path: str,
       continue  # unreadable: the report names it; the suite does not decide on it
     if not isinstance(res, dict) or not isinstance(res.get("config"), dict):
       continue  # nothing to compare (a results.json written before configs were recorded)
-    now = run_config(config_path, (*overrides, *spec.overrides))
+    if base is None:
+      base = cli.load_config_file(config_path).to_dict()
+    now = run_config(config_path, (*overrides, *spec.overrides), base)
     diffs = config_check.result_differences(res["config"], now.to_dict())
     if diffs:
       stale[spec.name] = diffs
