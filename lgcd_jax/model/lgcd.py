@@ -207,17 +207,16 @@ class LGCD(nnx.Module):
                        f"{self.settings.clue_len}")
     batch_size = src.shape[0]
     src_mask = src > 0
-    src_emb = src_title = None
-    if self.settings.conditioning not in ("semantic_only", "collab_only"):
-      src_emb, src_title = self.src_table.with_title(src)  # one title projection for both uses
+    # One title projection for the encoder's inputs and the title tokens (under jit, a variant
+    # that uses only one of them drops the other's work).
+    src_emb, src_title = self.src_table.with_title(src)
     if self.settings.conditioning == "semantic_only":
       # The ablation has no collaborative input at all: skip the source encoder.
       collab_tokens = jnp.zeros(src.shape + (self.settings.d,), jnp.float32)
       collab_mask = jnp.zeros_like(src_mask)
       collab_pooled = jnp.zeros((batch_size, self.settings.d), jnp.float32)
     else:
-      collab_tokens = self.src_encoder(self.src_table(src) if src_emb is None else src_emb,
-                                       src_mask, rng)
+      collab_tokens = self.src_encoder(src_emb, src_mask, rng)
       collab_mask = src_mask
       collab_pooled = last_state(collab_tokens, src_mask)
 
@@ -231,7 +230,7 @@ class LGCD(nnx.Module):
     else:
       types = self.token_type.embedding[...]
       title_mask = src_mask & self.src_table.has_titles  # No titles: nothing to attend to.
-      title_tok = (self.src_table.title(src) if src_title is None else src_title) + types[0]
+      title_tok = src_title + types[0]
       clue_mask = clue > 0
       if not self.settings.use_clues:  # DMCDR: no clue input at all, whatever the batch holds
         clue_mask = jnp.zeros_like(clue_mask)
