@@ -27,6 +27,15 @@ def get_base_config() -> ml_collections.ConfigDict:
   # Real pairs: "whole" = an overlap user's whole source vs whole target sequence; "next" = one pair
   # per target item, the source items before it vs that item (shaped like an eval user).
   c.data.real_pairs = "whole"
+  # Training batches cut to the sequence width they need (lgcd_jax/data/pipeline.py, "Length
+  # buckets"): "8,16,32" cuts every batch's src, tgt and seq columns to the smallest of these widths
+  # (or maxlen) that holds its longest row. Sequences are left-padded and the encoder masks padding,
+  # so only the work changes (and the shapes of the dropout masks). "" keeps the maxlen width.
+  c.data.length_buckets = ""
+  # With length buckets: > 0 sorts each window of this many consecutive batches by source length
+  # before cutting it into batches (whose order in the window is then shuffled), so most batches
+  # are short; 0 keeps the batches as the plain per-epoch shuffle draws them.
+  c.data.length_window = 0
 
   # Language clues (pseudo-overlap). An empty clue_dir means: compute bridge clues in-process.
   c.clues = ml_collections.ConfigDict()

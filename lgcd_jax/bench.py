@@ -228,6 +228,11 @@ def bench_sampling(setup, state, batch_size: int, sampler: str, steps: int, prec
   return row
 
 
+def _shapes(batches: tuple) -> tuple:
+  """The array shapes of a step's batches: which compiled step they need."""
+  return tuple(tuple(sorted((k, v.shape) for k, v in b.items())) for b in batches)
+
+
 def bench_train(setup, state, steps: int, peak: dict | None = None,
                 profile_dir: str | None = None) -> dict:
   """The two stages' train steps at the run's batch size: users/s, compile time, FLOPs per user
@@ -248,20 +253,30 @@ def bench_train(setup, state, steps: int, peak: dict | None = None,
   rows = {}
   for stage, (step_fn, batches) in stages.items():
     state_copy = jax.tree.map(jnp.copy, state)  # the steps donate their state
+    # With data.length_buckets the batches come in a few widths: one compiled step per shape, all
+    # compiled before the timing, and the FLOPs summed over the timed steps' own shapes.
+    compiled, flops_of = {}, {}
     start = time.perf_counter()
-    compiled = step_fn.lower(setup.graphdef, state_copy, *batches[0], jax.random.key(0)).compile()
+    for b in batches:
+      key = _shapes(b)
+      if key not in compiled:
+        compiled[key] = step_fn.lower(setup.graphdef, state_copy, *b, jax.random.key(0)).compile()
+        flops_of[key] = _cost(compiled[key])[0]
     compile_s = time.perf_counter() - start
-    flops, _ = _cost(compiled)
-    state_copy, metrics = compiled(state_copy, *batches[0], jax.random.key(0))  # warm-up
+    run_step = lambda st, b, i: compiled[_shapes(b)](st, *b, jax.random.key(i))
+    state_copy, metrics = run_step(state_copy, batches[0], 0)  # warm-up
     jax.block_until_ready(metrics)
     start = time.perf_counter()
     for i in range(1, steps + 1):
-      state_copy, metrics = compiled(state_copy, *batches[i], jax.random.key(i))
+      state_copy, metrics = run_step(state_copy, batches[i], i)
     jax.block_until_ready(metrics)
     elapsed = time.perf_counter() - start
+    per_step = [flops_of[_shapes(b)] for b in batches[1:]]
+    flops = sum(per_step) / len(per_step) if all(per_step) else None
     row = {"stage": stage, "batch_size": c.data.batch_size, "steps": steps,
            "users_per_s": steps * c.data.batch_size / elapsed, "compile_s": compile_s,
-           "flops_per_user": flops / c.data.batch_size if flops else None}
+           "flops_per_user": flops / c.data.batch_size if flops else None,
+           "shapes": len(compiled)}
     if flops:
       row["achieved_flops_per_s"] = flops * steps / elapsed
       if peak:
@@ -269,7 +284,7 @@ def bench_train(setup, state, steps: int, peak: dict | None = None,
     if profile_dir:
       def two_steps(state_copy=state_copy):
         for i in (1, 2):
-          state_copy, metrics = compiled(state_copy, *batches[i], jax.random.key(steps + i))
+          state_copy, metrics = run_step(state_copy, batches[i], steps + i)
         return metrics
       trace = profiling.profile(two_steps, Path(profile_dir) / stage)
       row["profile"] = profiling.summarize(trace) if trace else []

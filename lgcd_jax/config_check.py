@@ -14,7 +14,7 @@ import json
 
 from lgcd_jax.cli import UserError
 from lgcd_jax.clues import bridge
-from lgcd_jax.data.pipeline import REAL_PAIRS
+from lgcd_jax.data.pipeline import REAL_PAIRS, parse_length_buckets
 from lgcd_jax.data.prepared import DIRECTIONS
 from lgcd_jax.methods import METHODS
 from lgcd_jax.model import diffusion
@@ -47,7 +47,7 @@ def _choices() -> dict[str, tuple]:
 POSITIVE = ("data.maxlen", "data.clue_len", "data.batch_size", "data.eval_batch_size", "model.d",
             "model.heads", "model.diffusion_steps", "model.sample_steps", "train.eval_every",
             "train.log_every", "train.checkpoint_every", "clues.text_dim")
-NON_NEGATIVE = ("train.encoder_steps", "train.steps")
+NON_NEGATIVE = ("train.encoder_steps", "train.steps", "data.length_window")
 
 
 def _get(config, dotted: str):
@@ -73,6 +73,12 @@ def validate(config) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < (field in POSITIVE):
       raise UserError(f"config.{field} must be an integer >= {int(field in POSITIVE)}; "
                       f"got {value!r}")
+  spec, maxlen = _get(config, "data.length_buckets"), _get(config, "data.maxlen")
+  if spec and maxlen:
+    try:
+      parse_length_buckets(spec, maxlen)
+    except ValueError as e:
+      raise UserError(f"config.{e}") from None
   m = config.get("model")
   if m is not None and "guess_start_step" in m and "diffusion_steps" in m:
     if not 1 <= m.guess_start_step <= m.diffusion_steps:

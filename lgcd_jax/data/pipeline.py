@@ -160,6 +160,96 @@ def _process_range(batch_size: int, process_index: int | None, process_count: in
   return process_index * per, (process_index + 1) * per
 
 
+# ----------------------------------------------------------------------------------------------------
+# Length buckets (data.length_buckets, data.length_window).
+#
+# Sequences are padded to maxlen once, when a pool is built, but most rows are short (Food-Kitchen's
+# real pairs: mean source length 4.6 of 50; a `next` pair's target is one item). A training batch
+# is therefore cut, on the host, to the smallest bucket width that holds its longest row: sequences
+# are left-padded and the encoder masks padding (and aligns positions to the right end), so the
+# cut columns are padding in every row and only the work changes. The width is taken over the
+# global batch, so every process of a multi-host run cuts its slice alike. A few bucket widths keep
+# the number of compiled shapes small. Random batches nearly always hold one long row; a length
+# window sorts runs of consecutive batches by source length first, so that most batches are short.
+
+
+def parse_length_buckets(spec, maxlen: int) -> tuple[int, ...]:
+  """data.length_buckets ("8,16,32", or a sequence of ints) -> sorted widths, maxlen last; the
+  widths are capped at maxlen, so "" gives (maxlen,)."""
+  parts = (list(spec) if isinstance(spec, (list, tuple))
+           else [p.strip() for p in str(spec or "").split(",") if p.strip()])
+  widths = {int(maxlen)}
+  for part in parts:
+    try:
+      width = int(part)
+    except (TypeError, ValueError):
+      raise ValueError(f"data.length_buckets: {part!r} is not an integer width") from None
+    if isinstance(part, bool) or width < 1:
+      raise ValueError(f"data.length_buckets: widths must be integers >= 1, got {part!r}")
+    widths.add(min(width, int(maxlen)))
+  return tuple(sorted(widths))
+
+
+def needed_width(arr: np.ndarray) -> np.ndarray:
+  """[n] for a left-padded [n, L] array: the trailing columns that hold each row's items
+  (L - its first non-zero column; 0 for an all-padding row)."""
+  nonzero = np.asarray(arr) != 0
+  first = np.argmax(nonzero, axis=1)
+  return np.where(nonzero.any(axis=1), nonzero.shape[1] - first, 0).astype(np.int32)
+
+
+def bucket_width(need: int, buckets: Sequence[int]) -> int:
+  """The smallest bucket >= need; need itself when no bucket is that wide (nothing is cut then:
+  `parse_length_buckets` ends the buckets at maxlen, which holds every row)."""
+  for width in sorted(buckets):
+    if width >= need:
+      return int(width)
+  return int(need)
+
+
+def _cut_left(arr: np.ndarray, width: int) -> np.ndarray:
+  """The last `width` columns of a left-padded array (all of them when it is narrower)."""
+  return arr[:, max(arr.shape[1] - width, 0):]
+
+
+def _pad_left_to(arr: np.ndarray, width: int) -> np.ndarray:
+  """A left-padded array widened to `width` columns with more padding (itself when that wide)."""
+  if arr.shape[1] >= width:
+    return arr
+  return np.pad(arr, ((0, 0), (width - arr.shape[1], 0)))
+
+
+def _length_windows(rows_of, lengths: np.ndarray, batch_size: int, window: int, seed: int,
+                    stream: str):
+  """k -> the global rows of batch k when runs of `window` consecutive batches of `rows_of` are sorted
+  by `lengths` (stable: ties keep the shuffled order), cut into batches again, and those batches
+  shuffled within their window. Every row is still drawn once per epoch of its stream, up to the
+  window that straddles two epochs; batch k is a pure function of (seed, k)."""
+
+  @functools.lru_cache(maxsize=2)  # the loop walks batches in order: one window at a time
+  def group(g: int) -> np.ndarray:
+    rows = rows_of(g * window * batch_size, window * batch_size)
+    rows = rows[np.argsort(lengths[rows], kind="stable")].reshape(window, batch_size)
+    order = np.random.default_rng(np.random.SeedSequence([seed, _STREAM_IDS[stream], g, 1]))
+    return rows[order.permutation(window)]
+
+  def batch_rows(k: int) -> np.ndarray:
+    g, j = divmod(k, window)
+    return group(g)[j]
+
+  return batch_rows
+
+
+def _batch_rows(seed: int, stream: str, n: int, batch_size: int, lengths: np.ndarray | None,
+                window: int):
+  """k -> the global rows of a stream's k-th batch: consecutive positions of its per-epoch
+  permutations, or with window > 0 those sorted by `lengths` in windows (`_length_windows`)."""
+  rows_of = _permutation_stream(seed, stream, n)
+  if window > 0:
+    return _length_windows(rows_of, lengths, batch_size, window, seed, stream)
+  return lambda k: rows_of(k * batch_size, batch_size)
+
+
 def process_slice(batch: dict[str, np.ndarray], process_index: int,
                   process_count: int) -> dict[str, np.ndarray]:
   """This process's contiguous rows of a global batch (the global batch size must divide evenly)."""
@@ -175,9 +265,14 @@ def process_slice(batch: dict[str, np.ndarray], process_index: int,
 
 
 def sequence_dataset(ds: PreparedDataset, domain: str, maxlen: int, batch_size: int, seed: int, *,
+                     buckets: Sequence[int] | None = None, window: int = 0,
                      process_index: int | None = None,
                      process_count: int | None = None) -> grain.MapDataset:
-  """Infinite batches {seq, weight} over every sequence of `domain` with at least 2 items."""
+  """Infinite batches {seq, weight} over every sequence of `domain` with at least 2 items.
+
+  buckets: cut each batch's inputs (seq[:, :-1]) to the smallest of these widths that holds its
+  longest row (None: maxlen); window: sort windows of that many batches by length first (see
+  "Length buckets" above)."""
   if domain not in DOMAINS:
     raise ValueError(f"domain must be one of {DOMAINS}, got {domain!r}")
   seqs = np.concatenate([pad_ragged_left(r, maxlen + 1)[r.lengths() >= 2]
@@ -185,12 +280,16 @@ def sequence_dataset(ds: PreparedDataset, domain: str, maxlen: int, batch_size: 
   if len(seqs) == 0:
     raise ValueError(f"domain {domain} has no sequence of length >= 2")
   lo, hi = _process_range(batch_size, process_index, process_count)
-  rows_of = _permutation_stream(seed, f"seq:{domain}", len(seqs))
+  need = needed_width(seqs) if buckets or window > 0 else None
+  rows_of = _batch_rows(seed, f"seq:{domain}", len(seqs), batch_size, need, window)
   weight = np.ones(hi - lo, np.float32)
 
   def batch(step: int) -> dict[str, np.ndarray]:
-    rows = rows_of(step * batch_size + lo, hi - lo)
-    return {"seq": seqs[rows], "weight": weight.copy()}
+    rows = rows_of(step)
+    seq = seqs[rows[lo:hi]]
+    if buckets:  # the inputs are seq[:, :-1]: bucket their width, keep the one target column
+      seq = _cut_left(seq, bucket_width(int(need[rows].max()) - 1, buckets) + 1)
+    return {"seq": seq, "weight": weight.copy()}
 
   return _infinite(batch)
 
@@ -215,6 +314,16 @@ class Pool:
 
   def __len__(self) -> int:
     return len(self.src)
+
+  @functools.cached_property
+  def src_need(self) -> np.ndarray:
+    """[n] the source columns each row needs (`needed_width`)."""
+    return needed_width(self.src)
+
+  @functools.cached_property
+  def tgt_need(self) -> np.ndarray:
+    """[n] the target columns each row needs."""
+    return needed_width(self.tgt)
 
   def batch(self, rows: np.ndarray) -> dict[str, np.ndarray]:
     srow = self.summary_row[rows]
@@ -384,13 +493,17 @@ def _reverse_rows(values: np.ndarray, offsets: np.ndarray, keep: int):
 
 def train_dataset(pools: PairPools, batch_size: int, seed: int,
                   cycle: Sequence[str] = ("real", "pseudo", "pseudo"), cyclic: bool = True,
-                  use_pseudo: bool = True, *, process_index: int | None = None,
+                  use_pseudo: bool = True, *, buckets: Sequence[int] | None = None,
+                  window: int = 0, process_index: int | None = None,
                   process_count: int | None = None) -> grain.MapDataset:
   """Infinite pair batches; element i is (this process's slice of) the global batch of step i.
 
   cyclic: step i draws from pool cycle[i % len(cycle)], walking that pool's per-epoch permutations.
   Not cyclic (the ablation): each batch is drawn from the union of both pools, so the real share of a
   batch follows the real pool's share of the union. use_pseudo=False: the real pool only.
+  buckets: cut each batch's src and tgt (with tgt_weight) columns to the smallest of these widths
+  that holds its longest row (None: maxlen); window: sort windows of that many batches of each
+  stream by source length first (see "Length buckets" above).
   """
   lo, hi = _process_range(batch_size, process_index, process_count)
   if len(pools.real) == 0:
@@ -399,11 +512,29 @@ def train_dataset(pools: PairPools, batch_size: int, seed: int,
     raise ValueError(f"the pseudo pool is empty (no clues for the single-domain users of "
                      f"{pools.direction}); load clues or set use_pseudo=False")
   by_name = {"real": pools.real, "pseudo": pools.pseudo}
-  streams = {name: _permutation_stream(seed, name, len(p)) for name, p in by_name.items() if len(p)}
+  by_length = window > 0
+
+  def rows_of(name: str, n: int, lengths):
+    return _batch_rows(seed, name, n, batch_size, lengths if by_length else None, window)
+
+  def cut(out: dict, src_need: np.ndarray, tgt_need: np.ndarray) -> dict:
+    """out with its sequence columns cut to the global batch's bucket widths."""
+    if not buckets:
+      return out
+    src_w = bucket_width(int(src_need.max()), buckets)
+    tgt_w = bucket_width(int(tgt_need.max()), buckets)
+    return {**out, "src": _cut_left(out["src"], src_w), "tgt": _cut_left(out["tgt"], tgt_w),
+            "tgt_weight": _cut_left(out["tgt_weight"], tgt_w)}
+
+  def pool_batch(pool: Pool, rows: np.ndarray) -> dict:
+    return cut(pool.batch(rows[lo:hi]), pool.src_need[rows], pool.tgt_need[rows])
+
+  streams = {name: rows_of(name, len(p), p.src_need if by_length else None)
+             for name, p in by_name.items() if len(p)}
 
   if not use_pseudo:
     def batch(step: int):
-      return pools.real.batch(streams["real"](step * batch_size + lo, hi - lo))
+      return pool_batch(pools.real, streams["real"](step))
     return _infinite(batch)
 
   if cyclic:
@@ -419,21 +550,24 @@ def train_dataset(pools: PairPools, batch_size: int, seed: int,
       rounds, j = divmod(step, len(cycle))
       name = cycle[j]
       k = rounds * per_cycle[name] + before[j]  # this pool's k-th batch
-      return by_name[name].batch(streams[name](k * batch_size + lo, hi - lo))
+      return pool_batch(by_name[name], streams[name](k))
     return _infinite(batch)
 
   n_real = len(pools.real)
-  mixed = _permutation_stream(seed, "mixed", n_real + len(pools.pseudo))
+  src_need = np.concatenate([pools.real.src_need, pools.pseudo.src_need])
+  tgt_need = np.concatenate([pools.real.tgt_need, pools.pseudo.tgt_need])
+  mixed = rows_of("mixed", n_real + len(pools.pseudo), src_need)
 
   def batch(step: int):
-    rows = mixed(step * batch_size + lo, hi - lo)
+    global_rows = mixed(step)
+    rows = global_rows[lo:hi]
     is_real = rows < n_real
     a, b = pools.real.batch(rows[is_real]), pools.pseudo.batch(rows[~is_real] - n_real)
     out = {}
     for key, va in a.items():
       out[key] = np.empty((len(rows),) + va.shape[1:], va.dtype)
       out[key][is_real], out[key][~is_real] = va, b[key]
-    return out
+    return cut(out, src_need[global_rows], tgt_need[global_rows])
   return _infinite(batch)
 
 
@@ -471,8 +605,11 @@ class TrainingData:
   use_pseudo: bool
 
   def encoder_batches(self, step: int) -> tuple[dict, dict]:
-    """(source, target) next-item batches of global step `step`."""
-    return self.sequences[self.src_domain][step], self.sequences[self.tgt_domain][step]
+    """(source, target) next-item batches of global step `step`. Cut to length buckets, the
+    narrower is padded back to the wider's width: one compiled step per width, not per pair."""
+    src, tgt = self.sequences[self.src_domain][step], self.sequences[self.tgt_domain][step]
+    width = max(src["seq"].shape[1], tgt["seq"].shape[1])
+    return tuple({**b, "seq": _pad_left_to(b["seq"], width)} for b in (src, tgt))
 
 
 def training_data(config, ds: PreparedDataset, clues: ClueSet | None) -> TrainingData:
@@ -480,13 +617,16 @@ def training_data(config, ds: PreparedDataset, clues: ClueSet | None) -> Trainin
   seed, direction): what the training loop, the benchmark and the multi-device probe train on."""
   src_dom, tgt_dom = direction_domains(config.direction)
   c = config
-  sequences = {d: sequence_dataset(ds, d, c.data.maxlen, c.data.batch_size, c.seed + i)
+  spec = c.data.get("length_buckets", "")
+  lengths = dict(buckets=parse_length_buckets(spec, c.data.maxlen) if spec else None,
+                 window=int(c.data.get("length_window", 0)))
+  sequences = {d: sequence_dataset(ds, d, c.data.maxlen, c.data.batch_size, c.seed + i, **lengths)
                for i, d in enumerate((src_dom, tgt_dom))}
   pools = PairPools.build(ds, c.direction, clues, maxlen=c.data.maxlen, clue_len=c.data.clue_len,
                           text_dim=c.clues.text_dim, real_pairs=c.data.get("real_pairs", "whole"))
   use_pseudo = bool(c.model.use_pseudo) and len(pools.pseudo) > 0
   pairs = train_dataset(pools, c.data.batch_size, c.seed, cycle=tuple(c.model.cycle.split(",")),
-                        cyclic=c.model.cyclic_batch, use_pseudo=use_pseudo)
+                        cyclic=c.model.cyclic_batch, use_pseudo=use_pseudo, **lengths)
   return TrainingData(src_dom, tgt_dom, sequences, pools, pairs, use_pseudo)
 
 
