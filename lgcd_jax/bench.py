@@ -535,8 +535,9 @@ def main(argv):
       flops = (f", {t['flops_per_user']:.3e} FLOPs/user, {t['achieved_flops_per_s']:.3e} FLOP/s"
                if t.get("flops_per_user") else "")
       share = f" ({t['peak_fraction']:.0%} of peak)" if t.get("peak_fraction") else ""
+      shapes = f", {t['shapes']} batch shapes" if t.get("shapes", 1) > 1 else ""
       print(f"train step, {t['stage']} stage: batch {t['batch_size']}, {t['users_per_s']:,.0f} "
-            f"users/s{flops}{share} (compile {t['compile_s']:.1f}s)")
+            f"users/s{flops}{share} (compile {t['compile_s']:.1f}s{shapes})")
       if "profile" in t:
         print("  op time by kind (summed over threads): " + (", ".join(
             f"{p['op']} {p['share']:.0%}" for p in t["profile"]) or "no op events in the trace"))
