@@ -56,6 +56,10 @@ MAIN_PY = Path(__file__).resolve().parents[1] / "main.py"
 INDEX = "index.json"
 STATES = ("pending", "running", "done", "failed")
 STALE_DIR = "stale"
+# JAX's persistent compilation cache, shared by a suite's runs: seeds of one variant compile the same
+# steps (the seed is an argument, not a constant), so only a variant's first run pays for them.
+# A JAX_COMPILATION_CACHE_DIR set in the environment wins.
+COMPILE_CACHE_DIR = ".jax_cache"
 ERROR_TAIL_LINES = 25
 
 
@@ -286,7 +290,8 @@ def run_suite(specs: Sequence[suites.RunSpec], out: str | Path, config_path: str
         echo(f"[{i}/{n}] start {rec['name']} (attempt {rec['attempts']}, suite "
              f"{_duration(time.perf_counter() - suite_start)} elapsed)")
         cmd = command(spec, config_path, overrides, workdir, python)
-        running[i] = (*_start_logged(cmd, workdir / "run.log", rec), time.perf_counter())
+        running[i] = (*_start_logged(cmd, workdir / "run.log", rec, (out / COMPILE_CACHE_DIR).resolve()),
+                      time.perf_counter())
       for i, (proc, _, _) in list(running.items()):
         rc = proc.poll()
         if rc is not None:
@@ -324,9 +329,12 @@ def _shown(cmd: list[str]) -> str:
   return " ".join(["python", *args])
 
 
-def _start_logged(cmd: list[str], log_path: Path, rec: dict):
-  """Starts `cmd` with its stdout and stderr appended to `log_path`: (process, open log file)."""
+def _start_logged(cmd: list[str], log_path: Path, rec: dict, cache_dir: Path | None = None):
+  """Starts `cmd` with its stdout and stderr appended to `log_path`: (process, open log file).
+  cache_dir: JAX's compilation cache for it, unless the environment names one."""
   env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+  if cache_dir is not None:
+    env.setdefault("JAX_COMPILATION_CACHE_DIR", str(cache_dir))
   log = open(log_path, "ab")
   log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} attempt {rec['attempts']}: "
             f"{_shown(cmd)}\n".encode())

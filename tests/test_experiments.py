@@ -197,3 +197,25 @@ def test_a_field_older_results_lack_counts_as_its_default():
   config.data.real_pairs = "next"
   assert config_check.result_differences(old, config.to_dict()) == {
       "data.real_pairs": ("whole", "next")}
+
+
+def test_a_suites_runs_share_a_compilation_cache(tmp_path, monkeypatch):
+  """Every run gets JAX_COMPILATION_CACHE_DIR = DIR/.jax_cache unless the environment sets one."""
+  from lgcd_jax import experiments, suites
+  monkeypatch.chdir(REPO)
+  fake = tmp_path / "fake_python"  # stands in for the interpreter: records the variable, fails
+  fake.write_text("#!/bin/sh\necho \"$JAX_COMPILATION_CACHE_DIR\" >> \"$SEEN\"\nexit 3\n")
+  fake.chmod(0o755)
+  seen = tmp_path / "seen.txt"
+  monkeypatch.setenv("SEEN", str(seen))
+  monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+  out = tmp_path / "suite"
+  spec = suites._spec("popularity", "popularity", "A2B", 0)
+  counts = experiments.run_suite([spec], out, "configs/tiny.py", [], {"suite": "test"},
+                                 echo=lambda _: None, python=str(fake))
+  assert counts["failed"] == 1
+  assert seen.read_text().split() == [str((out / experiments.COMPILE_CACHE_DIR).resolve())]
+  monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "mine"))
+  experiments.run_suite([spec], out, "configs/tiny.py", [], {"suite": "test"},
+                        echo=lambda _: None, python=str(fake))
+  assert seen.read_text().split()[-1] == str(tmp_path / "mine")
