@@ -463,7 +463,7 @@ def _define_flags():
                       "synthetic demo data is prepared under it.")
   flags.DEFINE_bool("json", False, "Print one JSON object instead of the table.")
   flags.DEFINE_bool("quick", False, "One small setting of each kind (for tests).")
-  flags.DEFINE_list("batch_sizes", ["256", "1024", "4096", "16384"], "Sampling batch sizes.")
+  flags.DEFINE_list("batch_sizes", ["256", "1024", "4096", "16384"], "Sampling batch sizes (empty: no sampling rows, e.g. with --train_steps to bench training only).")
   flags.DEFINE_list("precisions", ["float32", "bfloat16"], "Sampling precisions.")
   flags.DEFINE_integer("repeats", 5, "Timed calls per setting.")
   flags.DEFINE_integer("train_steps", 20, "Timed train steps (0: no train row).")
@@ -500,6 +500,9 @@ def main(argv):
       batch_sizes = [int(b) for b in f.batch_sizes]
     except ValueError:
       raise cli.UserError(f"--batch_sizes must be integers, got {','.join(f.batch_sizes)}") from None
+    if not batch_sizes and (f.compare_peer or f.topk_sweep or f.catalogue):
+      raise cli.UserError("--compare_peer, --topk_sweep and --catalogue need a --batch_sizes "
+                          "(an empty one benches the train steps only)")
     result = run(config, f.workdir, batch_sizes, f.precisions, f.repeats, f.train_steps, f.quick,
                  topk_chunk=f.topk_chunk, topk_sweep=f.topk_sweep, catalogue=f.catalogue,
                  cfg_batched={"auto": None, "batched": True, "two": False}[f.cfg_form],
