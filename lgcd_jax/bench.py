@@ -463,7 +463,9 @@ def _define_flags():
                       "synthetic demo data is prepared under it.")
   flags.DEFINE_bool("json", False, "Print one JSON object instead of the table.")
   flags.DEFINE_bool("quick", False, "One small setting of each kind (for tests).")
-  flags.DEFINE_list("batch_sizes", ["256", "1024", "4096", "16384"], "Sampling batch sizes (empty: no sampling rows, e.g. with --train_steps to bench training only).")
+  flags.DEFINE_list("batch_sizes", ["256", "1024", "4096", "16384"],
+                    "Sampling batch sizes (empty: no sampling rows, e.g. to bench the train steps "
+                    "only with --train_steps).")
   flags.DEFINE_list("precisions", ["float32", "bfloat16"], "Sampling precisions.")
   flags.DEFINE_integer("repeats", 5, "Timed calls per setting.")
   flags.DEFINE_integer("train_steps", 20, "Timed train steps (0: no train row).")
