@@ -36,6 +36,11 @@ def get_base_config() -> ml_collections.ConfigDict:
   # before cutting it into batches (whose order in the window is then shuffled), so most batches
   # are short; 0 keeps the batches as the plain per-epoch shuffle draws them.
   c.data.length_window = 0
+  # Evaluation batches the same way, exactly: "4,8,16,32" sorts each split's users by source length
+  # and cuts each batch's src to the smallest of these widths (or maxlen) that holds it. The users,
+  # their noise and their scores are the same as with maxlen-wide batches (up to float rounding);
+  # only the work shrinks, at one compiled sampler per width. "" keeps every batch maxlen wide.
+  c.data.eval_length_buckets = ""
 
   # Language clues (pseudo-overlap). An empty clue_dir means: compute bridge clues in-process.
   c.clues = ml_collections.ConfigDict()

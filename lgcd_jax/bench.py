@@ -10,7 +10,8 @@ FLOP/s, and against the device's peak where known, whether the setting is comput
   {"device", "backend", "devices", "config", "sampling": [{"batch_size", "sampler", "steps",
     "precision", "users_per_s", "compile_s", "flops_per_user", "bytes_per_user", "peak_bytes",
     "topk_chunk", "items", ...}, ...], "train": {"batch_size", "users_per_s"}}
-  (+ "topk" with --topk_sweep, "catalogue" with --catalogue, "peer" with --compare_peer)
+  (+ "topk" with --topk_sweep, "catalogue" with --catalogue, "population" with
+   --population_buckets, "peer" with --compare_peer)
 
 The top-10 is streamed over item chunks (`lgcd_jax.model.scoring`). `--backend=gpu` / `--require_device`
 exit with status 2 and one line when JAX sees no such device.
@@ -165,16 +166,19 @@ def _topk_cost_gap(graphdef, state, batch_size: int, d: int, dtype, chunk: int |
 
 def bench_sampling(setup, state, batch_size: int, sampler: str, steps: int, precision: str,
                    repeats: int, peak: dict | None = None, topk_chunk: int | None = None,
-                   graphdef=None, run: bool = True, cfg_batched: bool | None = None) -> dict:
+                   graphdef=None, run: bool = True, cfg_batched: bool | None = None,
+                   host: dict | None = None) -> dict:
   """One sampling row. topk_chunk: items per chunk of the streamed top-k (None: full scores, then
   `lax.top_k`). graphdef: another model's (e.g. a synthetic catalogue), with its state. run=False:
   compile and analyse only (FLOPs, memory), no timing. cfg_batched: CFG's form (see
-  `LGCD.sampling_denoiser`; None: the backend's default)."""
+  `LGCD.sampling_denoiser`; None: the backend's default). host: the batch to sample (default: the
+  valid split's first users, tiled to batch_size, maxlen wide)."""
   c = setup.config
-  eval_batch = next(iter(pipeline.eval_batches(
-      setup.ds, c.direction, "valid", setup.clues, maxlen=c.data.maxlen, clue_len=c.data.clue_len,
-      text_dim=c.clues.text_dim, batch_size=min(batch_size, 512))))
-  host = _tile_batch(eval_batch, batch_size)
+  if host is None:
+    eval_batch = next(iter(pipeline.eval_batches(
+        setup.ds, c.direction, "valid", setup.clues, maxlen=c.data.maxlen,
+        clue_len=c.data.clue_len, text_dim=c.clues.text_dim, batch_size=min(batch_size, 512))))
+    host = _tile_batch(eval_batch, batch_size)
   host = {k: v for k, v in host.items()
           if k in ("src", "clue", "clue_sim", "summary", "has_summary", "noise_id")}
   dtype = jnp.bfloat16 if precision == "bfloat16" else jnp.float32
@@ -226,6 +230,65 @@ def bench_sampling(setup, state, batch_size: int, sampler: str, steps: int, prec
     row["bound"] = "compute" if intensity >= ridge else "memory"
     row["arithmetic_intensity"] = intensity
   return row
+
+
+def population_batches(setup, batch_size: int, buckets) -> list[dict]:
+  """Every source-domain history of the dataset (single-domain and overlap users: the population a
+  cold-start service would score), its last maxlen items, sorted by length and cut into batches of
+  `batch_size` whose `src` is cut to the smallest of `buckets` (`pipeline.parse_length_buckets`)
+  that holds it, as `eval_batches` does with data.eval_length_buckets. No clue or summary (the
+  work does not depend on them: clue_len is fixed); the last batch is padded with its last user."""
+  c = setup.config
+  src = np.concatenate([pipeline.pad_ragged_left(r, c.data.maxlen)
+                        for r in setup.ds.domain_sequences(_src_domain(c))])
+  need = pipeline.needed_width(src)
+  order = np.argsort(need, kind="stable")
+  order = order[need[order] > 0]  # a user needs one source item
+  src, need = src[order], need[order]
+  n = len(src)
+  batches = []
+  for lo in range(0, n, batch_size):
+    rows = np.minimum(np.arange(lo, lo + batch_size), n - 1)
+    width = pipeline.bucket_width(int(need[rows].max()), buckets)
+    batches.append({
+        "src": src[rows][:, c.data.maxlen - width:],
+        "clue": np.zeros((batch_size, c.data.clue_len), np.int32),
+        "clue_sim": np.zeros((batch_size, c.data.clue_len), np.float32),
+        "summary": np.zeros((batch_size, c.clues.text_dim), np.float32),
+        "has_summary": np.zeros((batch_size,), np.float32),
+        "noise_id": np.arange(lo, lo + batch_size, dtype=np.uint32),
+        "weight": (np.arange(lo, lo + batch_size) < n).astype(np.float32),
+    })
+  return batches
+
+
+def bench_population(setup, state, batch_size: int, sampler: str, steps: int, buckets,
+                     repeats: int, topk_chunk: int | None = None) -> dict:
+  """The default sampler + top-10 over `population_batches`, float32: one compiled function per
+  width, timed and costed on the first batch of that width (`bench_sampling`), then summed over the
+  widths' batch counts. users_per_s and flops_per_user are per real user (the padded rows of the
+  last batch count as cost)."""
+  batches = population_batches(setup, batch_size, buckets)
+  by_width: dict[int, list[dict]] = {}
+  for b in batches:
+    by_width.setdefault(b["src"].shape[1], []).append(b)
+  users = float(sum(b["weight"].sum() for b in batches))
+  seconds = flops = compile_s = 0.0
+  widths = []
+  for width, group in sorted(by_width.items()):
+    host = {k: v for k, v in group[0].items() if k != "weight"}
+    row = bench_sampling(setup, state, batch_size, sampler, steps, "float32", repeats,
+                         topk_chunk=topk_chunk, host=host)
+    seconds += len(group) * row["median_s"]
+    flops = None if flops is None or not row["flops_per_user"] else (
+        flops + len(group) * batch_size * row["flops_per_user"])
+    compile_s += row["compile_s"]
+    widths.append({"width": width, "batches": len(group), "users_per_s": row["users_per_s"],
+                   "flops_per_user": row["flops_per_user"]})
+  return {"batch_size": batch_size, "sampler": sampler, "steps": steps, "precision": "float32",
+          "users": int(users), "buckets": list(buckets), "widths": widths,
+          "users_per_s": users / seconds, "compile_s": compile_s,
+          "flops_per_user": flops / users if flops else None}
 
 
 def _shapes(batches: tuple) -> tuple:
@@ -359,11 +422,14 @@ def require_backend(backend: str | None, require_device: bool) -> str | None:
 
 def run(config, workdir: str | None, batch_sizes, precisions, repeats: int, train_steps: int,
         quick: bool, *, topk_chunk: int | None = None, topk_sweep=(), catalogue: int = 0,
-        cfg_batched: bool | None = None, profile_dir: str | None = None) -> dict:
+        cfg_batched: bool | None = None, profile_dir: str | None = None,
+        population_buckets=()) -> dict:
   """The whole benchmark. topk_chunk: the streamed top-k's chunk (None: the model default,
   0: full scores); topk_sweep: chunk sizes to time scoring + top-k alone at (0: full);
   catalogue: items of a synthetic-catalogue row (0: none); train_steps=0: no train step;
-  profile_dir: trace the train steps there (see `bench_train`)."""
+  profile_dir: trace the train steps there (see `bench_train`); population_buckets: widths of a
+  row over every source-domain history in length-bucketed batches (`bench_population`; empty:
+  none)."""
   workdir = Path(workdir or "workdirs/bench")
   ds = loading.load_dataset(config, workdir)
   setup = builder.build(config, ds, workdir)
@@ -401,6 +467,14 @@ def run(config, workdir: str | None, batch_sizes, precisions, repeats: int, trai
   if topk_sweep:
     result["topk"] = bench_topk(setup, state, batch_sizes[0],
                                 [int(c) or None for c in topk_sweep], repeats)
+  if population_buckets:
+    try:
+      buckets = pipeline.parse_length_buckets(population_buckets, setup.config.data.maxlen,
+                                              "--population_buckets")
+    except ValueError as e:
+      raise UserError(str(e)) from None
+    result["population"] = bench_population(setup, state, batch_sizes[0], *samplers[0], buckets,
+                                            repeats, topk_chunk)
   if catalogue:
     result["catalogue"] = bench_catalogue(setup, batch_sizes[0], int(catalogue), topk_chunk,
                                           max(1, min(repeats, 2)))
@@ -475,6 +549,10 @@ def _define_flags():
                     "(0: full scores), at the first batch size.")
   flags.DEFINE_integer("catalogue", 0, "Also a row over a synthetic catalogue of this many target "
                        "items (e.g. 1000000), with XLA's peak memory of the compiled function.")
+  flags.DEFINE_list("population_buckets", [], "Also a row over every source-domain history of the "
+                    "dataset, sorted by length and cut into batches of the first batch size at "
+                    "these widths (e.g. 4,8,16,32; data.eval_length_buckets does the same to "
+                    "evaluation batches), with the default sampler: users/s and FLOPs/user.")
   flags.DEFINE_enum("cfg_form", "auto", ["auto", "batched", "two"], "CFG's conditional and "
                     "unconditional predictions: one batched call, two calls, or the backend's pick.")
   flags.DEFINE_enum("backend", None, ["cpu", "gpu", "tpu"], "Run on this backend; exit 2 if JAX "
@@ -502,13 +580,14 @@ def main(argv):
       batch_sizes = [int(b) for b in f.batch_sizes]
     except ValueError:
       raise cli.UserError(f"--batch_sizes must be integers, got {','.join(f.batch_sizes)}") from None
-    if not batch_sizes and (f.compare_peer or f.topk_sweep or f.catalogue):
-      raise cli.UserError("--compare_peer, --topk_sweep and --catalogue need a --batch_sizes "
-                          "(an empty one benches the train steps only)")
+    if not batch_sizes and (f.compare_peer or f.topk_sweep or f.catalogue
+                            or f.population_buckets):
+      raise cli.UserError("--compare_peer, --topk_sweep, --catalogue and --population_buckets "
+                          "need a --batch_sizes (an empty one benches the train steps only)")
     result = run(config, f.workdir, batch_sizes, f.precisions, f.repeats, f.train_steps, f.quick,
                  topk_chunk=f.topk_chunk, topk_sweep=f.topk_sweep, catalogue=f.catalogue,
                  cfg_batched={"auto": None, "batched": True, "two": False}[f.cfg_form],
-                 profile_dir=f.profile_dir)
+                 profile_dir=f.profile_dir, population_buckets=f.population_buckets)
     if f.compare_peer:
       result["peer"] = run_peer(f.compare_peer, result, batch_sizes[0], f.repeats)
   if f.json:
@@ -535,6 +614,13 @@ def main(argv):
           + (f"{r['users_per_s']:,.0f} users/s, " if timed else "compiled only, ")
           + f"{r['flops_per_user']:.3e} FLOPs/user, peak {_mb(r.get('peak_bytes'))} "
           f"(temporaries {_mb(r.get('temp_bytes'))}, arguments {_mb(r.get('argument_bytes'))})")
+  if "population" in result:
+    r = result["population"]
+    print(f"population: {r['users']:,} source histories, batch {r['batch_size']}, "
+          f"{r['sampler']}-{r['steps']}, widths {r['buckets']}: {r['users_per_s']:,.0f} users/s, "
+          + (f"{r['flops_per_user']:.3e} FLOPs/user" if r["flops_per_user"] else "FLOPs unknown")
+          + f" (compile {r['compile_s']:.1f}s; batches per width: "
+          + ", ".join(f"{w['width']}: {w['batches']}" for w in r["widths"]) + ")")
   if "train" in result:
     for t in (result["train"]["encoder"], result["train"]):
       flops = (f", {t['flops_per_user']:.3e} FLOPs/user, {t['achieved_flops_per_s']:.3e} FLOP/s"

@@ -26,7 +26,7 @@ from lgcd_jax.text.encoders import ENCODERS
 # A longer train.steps continues the run; its learning-rate schedule stays the first run's
 # (`builder.make_optimizer`: cosine over the first run's steps, then constant at lr/10).
 RESUMABLE = ("train.steps", "train.eval_every", "train.log_every", "train.checkpoint_every",
-             "data.eval_batch_size", "workdir")
+             "data.eval_batch_size", "data.eval_length_buckets", "workdir")
 
 
 def _choices() -> dict[str, tuple]:
@@ -73,12 +73,14 @@ def validate(config) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < (field in POSITIVE):
       raise UserError(f"config.{field} must be an integer >= {int(field in POSITIVE)}; "
                       f"got {value!r}")
-  spec, maxlen = _get(config, "data.length_buckets"), _get(config, "data.maxlen")
-  if spec and maxlen:
-    try:
-      parse_length_buckets(spec, maxlen)
-    except ValueError as e:
-      raise UserError(f"config.{e}") from None
+  maxlen = _get(config, "data.maxlen")
+  for field in ("data.length_buckets", "data.eval_length_buckets"):
+    spec = _get(config, field)
+    if spec and maxlen:
+      try:
+        parse_length_buckets(spec, maxlen, field)
+      except ValueError as e:
+        raise UserError(f"config.{e}") from None
   m = config.get("model")
   if m is not None and "guess_start_step" in m and "diffusion_steps" in m:
     if not 1 <= m.guess_start_step <= m.diffusion_steps:
@@ -137,7 +139,8 @@ def describe(diffs: dict[str, tuple], limit: int = 6) -> str:
 
 
 # Fields that do not change a finished run's figures: where it ran and how often it logged or saved.
-RESULT_IRRELEVANT = ("workdir", "train.log_every", "train.checkpoint_every", "data.eval_batch_size")
+RESULT_IRRELEVANT = ("workdir", "train.log_every", "train.checkpoint_every", "data.eval_batch_size",
+                     "data.eval_length_buckets")
 
 
 # What a baseline (methods.BASELINES: fitted, not trained) reads of its config; the model's and

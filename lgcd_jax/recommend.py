@@ -256,6 +256,11 @@ class Recommender:
       if i < len(requests):
         sources.append("none" if not takes_clues
                        else "request" if r["clue"] is not None else self.bridge_source)
+    spec = c.data.get("eval_length_buckets", "")
+    if spec:  # as evaluation does: the same scores at the width the batch needs
+      width = pipeline.bucket_width(int(pipeline.needed_width(src).max()),
+                                    pipeline.parse_length_buckets(spec, maxlen))
+      src = src[:, maxlen - width:]
     batch = {"src": src, "clue": clue, "clue_sim": clue_sim, "summary": summary,
              "has_summary": has_summary, "noise_id": noise_id}
     return batch, sources

@@ -99,7 +99,7 @@ def _guess_suite(runs: list[dict]) -> str:
   variants = {r["variant"] for r in runs}
   if any(v.startswith("lgcd-cond_") for v in variants):
     return "conditioning"
-  if any(v.startswith("lgcd-no_") for v in variants):
+  if any(v.startswith(("lgcd-no_", "lgcd-with_")) for v in variants):
     return "ablation"
   if any(r.get("param") for r in runs):
     return "sensitivity"

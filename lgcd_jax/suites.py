@@ -29,6 +29,25 @@ ABLATIONS = (
     ("lgcd-no_moe", ("model.use_moe=False",)),
     ("lgcd-no_cyclic_batch", ("model.cyclic_batch=False",)),
 )
+# A config without pseudo pairs (model.use_pseudo=False, as configs/food_kitchen.py chose on
+# validation) would run the full model again for these two rows: removing what is already off, and
+# the cyclic batch, which alternates real and pseudo batches and so does nothing without them. They
+# measure adding pseudo pairs instead, and the cyclic batch on top of those.
+WITHOUT_PSEUDO_ABLATIONS = {
+    "lgcd-no_pseudo": ("lgcd-with_pseudo", ("model.use_pseudo=True",)),
+    "lgcd-no_cyclic_batch": ("lgcd-with_pseudo-no_cyclic_batch",
+                             ("model.use_pseudo=True", "model.cyclic_batch=False")),
+}
+
+
+def ablations(base_config=None) -> tuple[tuple[str, tuple[str, ...]], ...]:
+  """ABLATIONS as they apply to `base_config`: with its pseudo pairs off, the pseudo-pair rows
+  become WITHOUT_PSEUDO_ABLATIONS (without a config: ABLATIONS as listed)."""
+  if base_config is None or base_value(base_config, "model.use_pseudo"):
+    return ABLATIONS
+  return tuple(WITHOUT_PSEUDO_ABLATIONS.get(v, (v, o)) for v, o in ABLATIONS)
+
+
 CONDITIONINGS = ("cross_attention", "linear", "cfg", "collab_only", "semantic_only")
 
 # Sensitivity sweeps: short name -> (config key, default values). Reported on valid only.
@@ -80,8 +99,8 @@ def plan(suite: str, directions: Sequence[str], seeds: Sequence[int], base_confi
          sweeps: dict[str, Sequence] | None = None) -> list[RunSpec]:
   """The runs of `suite`, direction by direction, then seed by seed.
 
-  `base_config` (the suite's config with the user's overrides) supplies the defaults the sensitivity
-  sweep starts from: a swept value equal to it is the plain "lgcd" run, which every sweep shares, and
+  `base_config` (the suite's config with the user's overrides) decides the ablation's pseudo-pair
+  rows (`ablations`) and supplies the defaults the sensitivity sweep starts from: a swept value equal to it is the plain "lgcd" run, which every sweep shares, and
   `guess_start_step` is capped at each swept T. `sweeps` replaces SWEEPS' values by short name.
   """
   if suite not in SUITES:
@@ -94,7 +113,7 @@ def plan(suite: str, directions: Sequence[str], seeds: Sequence[int], base_confi
       if suite == "main":
         runs += [_spec(m, m, d, s) for m in TRAINED]
       elif suite == "ablation":
-        runs += [_spec(v, "lgcd", d, s, o) for v, o in ABLATIONS]
+        runs += [_spec(v, "lgcd", d, s, o) for v, o in ablations(base_config)]
       elif suite == "conditioning":
         runs += [_spec(f"lgcd-cond_{c}", "lgcd", d, s, (f"model.conditioning={c}",))
                  for c in CONDITIONINGS]

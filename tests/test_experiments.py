@@ -22,6 +22,17 @@ def test_suites_make_the_papers_runs():
   no_moe = next(s for s in ablation if s.variant == "lgcd-no_moe")
   assert no_moe.name == "A2B/lgcd-no_moe/seed0"
   assert no_moe.overrides == ("method=lgcd", "direction=A2B", "seed=0", "model.use_moe=False")
+  # Its pseudo pairs are off: the suite measures adding them, not removing what is not there.
+  assert not config.model.use_pseudo
+  variants = {s.variant: s.overrides[3:] for s in ablation}
+  assert "lgcd-no_pseudo" not in variants and "lgcd-no_cyclic_batch" not in variants
+  assert variants["lgcd-with_pseudo"] == ("model.use_pseudo=True",)
+  assert variants["lgcd-with_pseudo-no_cyclic_batch"] == ("model.use_pseudo=True",
+                                                          "model.cyclic_batch=False")
+  with_pseudo = food_kitchen.get_config().unlock()
+  with_pseudo.model.use_pseudo = True
+  assert ([s.variant for s in suites.plan("ablation", ["A2B"], [0], with_pseudo)]
+          == [v for v, _ in suites.ABLATIONS])
   assert len(suites.plan("conditioning", ["A2B"], [0, 1], config)) == 2 * 5
   sens = suites.plan("sensitivity", ["A2B"], [0], config, {"T": [20, 100, 200]})
   names = [s.variant for s in sens]

@@ -191,3 +191,87 @@ def test_train_steps_on_bucketed_batches(tmp_path):
   assert row["shapes"] > 1 and row["encoder"]["shapes"] > 1  # several widths were trained on
   for r in (row, row["encoder"]):
     assert r["users_per_s"] > 0 and r["flops_per_user"] > 0
+
+
+@pytest.fixture(scope="module")
+def tiny_setup(tmp_path_factory):
+  from lgcd_jax import builder
+  from lgcd_jax.data import loading
+  config = tiny_config()
+  workdir = tmp_path_factory.mktemp("eval_buckets")
+  return builder.build(config, loading.load_dataset(config, workdir), workdir)
+
+
+def test_eval_batches_in_length_buckets_hold_every_user_once(tiny_setup):
+  setup, buckets = tiny_setup, (2, 4, 12)
+  c = setup.config
+  args = (setup.ds, c.direction, "valid", setup.clues, c.data.maxlen, c.data.clue_len,
+          c.clues.text_dim, 16)
+  plain = list(pipeline.eval_batches(*args))
+  cut = list(pipeline.eval_batches(*args, buckets=buckets))
+  assert len(cut) == len(plain)
+  by_user = {}
+  for b in plain:
+    for i, u in enumerate(b["user"]):
+      if u >= 0:
+        by_user[int(u)] = {k: v[i] for k, v in b.items()}
+  seen, widths = [], set()
+  for b in cut:
+    width = b["src"].shape[1]
+    widths.add(width)
+    assert width == bucket_width(int(needed_width(b["src"]).max()), buckets)
+    assert (b["weight"] > 0).sum() == (b["user"] >= 0).sum()
+    for i, u in enumerate(b["user"]):
+      if u < 0:
+        continue
+      seen.append(int(u))
+      row = by_user[int(u)]
+      np.testing.assert_array_equal(row["src"][-width:], b["src"][i])
+      assert not row["src"][:-width].any()  # only padding was cut
+      for k in ("label", "negatives", "clue", "clue_sim", "summary", "noise_id"):
+        np.testing.assert_array_equal(row[k], b[k][i], err_msg=k)
+  assert sorted(seen) == sorted(by_user)  # every user once
+  assert len(widths) > 1
+
+
+def test_evaluation_in_length_buckets_gives_the_same_metrics(tiny_setup):
+  import dataclasses
+  from lgcd_jax import train
+  plain = train.evaluate_split(tiny_setup, tiny_setup.state, "valid")
+  config = tiny_setup.config.unlock()
+  config.data.eval_length_buckets = "2,4"
+  config.data.eval_batch_size = 16  # several batches, so that they differ in width
+  bucketed = dataclasses.replace(tiny_setup, config=config.lock())
+  cut = train.evaluate_split(bucketed, tiny_setup.state, "valid")
+  assert cut["n_users"] == plain["n_users"]
+  for proto in ("sampled", "full"):
+    for k, v in plain[proto].items():
+      assert cut[proto][k] == pytest.approx(v, abs=1e-6), (proto, k)
+  for bucket, v in plain["by_source_length"].items():
+    assert cut["by_source_length"][bucket]["n_users"] == v["n_users"]
+    for proto in ("sampled", "full"):
+      for k, x in v[proto].items():
+        assert cut["by_source_length"][bucket][proto][k] == pytest.approx(x, abs=1e-6)
+
+
+def test_eval_length_buckets_are_validated():
+  c = tiny_config(**{"data.eval_length_buckets": "4,x"})
+  with pytest.raises(UserError, match="config.data.eval_length_buckets"):
+    config_check.validate(c)
+
+
+def test_bench_population_row(tiny_setup):
+  from lgcd_jax import bench
+  batches = bench.population_batches(tiny_setup, 64, (2, 4, 12))
+  widths = [b["src"].shape[1] for b in batches]
+  assert widths == sorted(widths) and len(set(widths)) > 1
+  n = sum(len(r) for r in tiny_setup.ds.domain_sequences("A"))
+  assert sum(b["weight"].sum() for b in batches) <= n
+  row = bench.bench_population(tiny_setup, tiny_setup.state, 64, "ddim", 2, (2, 4, 12), 1)
+  assert row["users"] == int(sum(b["weight"].sum() for b in batches))
+  assert row["users_per_s"] > 0 and row["flops_per_user"] > 0
+  assert sum(w["batches"] for w in row["widths"]) == len(batches)
+  flops = [w["flops_per_user"] for w in row["widths"]]
+  assert flops == sorted(flops) and flops[0] < flops[-1]  # narrow batches cost less
+  total = sum(w["batches"] * 64 * w["flops_per_user"] for w in row["widths"])
+  assert row["flops_per_user"] == pytest.approx(total / row["users"])  # padded rows count as cost

@@ -52,6 +52,22 @@ def test_served_topk_equals_the_evaluation_path(trained):
   assert all(o["scores"] == sorted(o["scores"], reverse=True) for o in out)
 
 
+def test_serving_in_length_buckets_gives_the_same_top_k(trained):
+  # data.eval_length_buckets cuts each served batch to the width it needs: the same output.
+  config = tiny.get_config()
+  ds = loading.load_dataset(config, trained)
+  lines = sorted(_valid_lines(ds, config), key=lambda x: len(json.loads(x)["source_items"]))
+  lengths = sorted(len(seq) for seq in ds.eval[config.direction]["valid"].source)
+  assert lengths[7] <= 4  # the first batch is cut
+  rec = Recommender(workdir=str(trained), batch_size=8)
+  plain = list(rec.serve_lines(lines, topk=5))
+  rec.config.data.eval_length_buckets = "2,4"
+  cut = list(rec.serve_lines(lines, topk=5))
+  assert [o["items"] for o in cut] == [o["items"] for o in plain]
+  np.testing.assert_allclose([o["scores"] for o in cut], [o["scores"] for o in plain], rtol=1e-5,
+                             atol=1e-5)
+
+
 def test_bad_lines_get_error_records_and_the_rest_is_served(trained):
   config = tiny.get_config()
   ds = loading.load_dataset(config, trained)

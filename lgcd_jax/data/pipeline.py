@@ -173,9 +173,9 @@ def _process_range(batch_size: int, process_index: int | None, process_count: in
 # window sorts runs of consecutive batches by source length first, so that most batches are short.
 
 
-def parse_length_buckets(spec, maxlen: int) -> tuple[int, ...]:
+def parse_length_buckets(spec, maxlen: int, field: str = "data.length_buckets") -> tuple[int, ...]:
   """data.length_buckets ("8,16,32", or a sequence of ints) -> sorted widths, maxlen last; the
-  widths are capped at maxlen, so "" gives (maxlen,)."""
+  widths are capped at maxlen, so "" gives (maxlen,). Errors name `field`."""
   parts = (list(spec) if isinstance(spec, (list, tuple))
            else [p.strip() for p in str(spec or "").split(",") if p.strip()])
   widths = {int(maxlen)}
@@ -183,9 +183,9 @@ def parse_length_buckets(spec, maxlen: int) -> tuple[int, ...]:
     try:
       width = int(part)
     except (TypeError, ValueError):
-      raise ValueError(f"data.length_buckets: {part!r} is not an integer width") from None
+      raise ValueError(f"{field}: {part!r} is not an integer width") from None
     if isinstance(part, bool) or width < 1:
-      raise ValueError(f"data.length_buckets: widths must be integers >= 1, got {part!r}")
+      raise ValueError(f"{field}: widths must be integers >= 1, got {part!r}")
     widths.add(min(width, int(maxlen)))
   return tuple(sorted(widths))
 
@@ -635,8 +635,17 @@ def training_data(config, ds: PreparedDataset, clues: ClueSet | None) -> Trainin
 
 
 def eval_batches(ds: PreparedDataset, direction: str, split: str, clues: ClueSet | None, maxlen: int,
-                 clue_len: int, text_dim: int, batch_size: int) -> grain.MapDataset:
-  """Batches covering every user of the split exactly once, in order; the last is padded (weight 0)."""
+                 clue_len: int, text_dim: int, batch_size: int,
+                 buckets: Sequence[int] | None = None) -> grain.MapDataset:
+  """Batches covering every user of the split exactly once; the last is padded (weight 0).
+
+  Without `buckets` the users come in split order, every batch maxlen wide. With them
+  (`parse_length_buckets`) the users come sorted by source length (stable) and each batch's `src` is
+  cut to the smallest bucket width that holds its longest row: the same users and scores (metrics
+  are sums over users, each user's noise comes from its own key and the encoder masks padding), in
+  a few batch shapes, with much less work for the many short histories. `user` stays the row in
+  the split either way.
+  """
   _, tgt_dom = direction_domains(direction)
   users = ds.eval[direction][split]
   n = len(users)
@@ -648,13 +657,19 @@ def eval_batches(ds: PreparedDataset, direction: str, split: str, clues: ClueSet
   # Each user's sampling noise comes from its own key (lgcd_jax.user_keys), not from its row.
   noise_id = user_keys.noise_ids(str(u) for u in users.user_ids)
   num_batches = -(-n // batch_size)
+  need = needed_width(src)
+  order = np.argsort(need, kind="stable") if buckets else np.arange(n)
 
   def batch(b: int) -> dict[str, np.ndarray]:
     pos = np.arange(b * batch_size, (b + 1) * batch_size)
     real = pos < n
-    rows = np.minimum(pos, n - 1)  # padding rows repeat the last user (see the module docstring)
+    # Padding rows repeat the batch's last user (see the module docstring).
+    rows = order[np.minimum(pos, n - 1)]
+    batch_src = src[rows]
+    if buckets:
+      batch_src = _cut_left(batch_src, bucket_width(max(int(need[rows].max()), 1), buckets))
     return {
-        "src": src[rows],
+        "src": batch_src,
         "clue": clue[rows],
         "clue_sim": clue_sim[rows],
         "summary": ca.table[srow[rows]],
@@ -672,6 +687,8 @@ def eval_batches(ds: PreparedDataset, direction: str, split: str, clues: ClueSet
 def eval_batches_for(config, ds: PreparedDataset, split: str,
                      clues: ClueSet | None = None) -> grain.MapDataset:
   """`eval_batches` with the shapes a run's config fixes (`data.*`, `clues.text_dim`, direction)."""
-  return eval_batches(ds, config.direction, split, clues, maxlen=config.data.maxlen,
+  spec, maxlen = config.data.get("eval_length_buckets", ""), config.data.maxlen
+  buckets = parse_length_buckets(spec, maxlen, "data.eval_length_buckets") if spec else None
+  return eval_batches(ds, config.direction, split, clues, maxlen=maxlen,
                       clue_len=config.data.clue_len, text_dim=config.clues.text_dim,
-                      batch_size=config.data.eval_batch_size)
+                      batch_size=config.data.eval_batch_size, buckets=buckets)
