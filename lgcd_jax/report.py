@@ -173,7 +173,7 @@ def aggregate(data: dict) -> dict:
       table[v] = row
     entry = {"table": table}
     if suite in REFERENCE:
-      entry["delta"] = _deltas(done, REFERENCE[suite], "test")
+      entry["delta"] = _deltas(done, REFERENCE[suite], "test", _order(mine))
     if suite == "sensitivity":
       entry["sweeps"] = _sweeps(done)
     entry["curves"] = _curves(mine)
@@ -185,13 +185,23 @@ def _headline(results: dict, split: str):
   return _metric(results, split, *HEADLINE)
 
 
-def _deltas(done: list[dict], reference: str, split: str) -> dict:
-  """Each variant's change of test HR@5 against the reference variant: the difference of the means,
-  and the spread of the per-seed differences over the seeds both have."""
-  ref = {r["seed"]: _headline(r["results"], split) for r in done if r["variant"] == reference}
-  ref_stat = _stats(list(ref.values()))
+def reference_of(variant: str, variants, reference: str) -> str:
+  """The variant a row's change is read against: `reference`, or for a removal stacked on another
+  variant ("lgcd-with_pseudo-no_cyclic_batch") that variant ("lgcd-with_pseudo")."""
+  stem, sep, _ = variant.rpartition("-no_")
+  return stem if sep and stem != reference and stem in variants else reference
+
+
+def _deltas(done: list[dict], reference: str, split: str, planned=None) -> dict:
+  """Each variant's change of test HR@5 against its reference variant (`reference_of` among the
+  `planned` variants): the difference of the means, and the spread of the per-seed differences
+  over the seeds both have."""
+  planned = list(planned or dict.fromkeys(r["variant"] for r in done))
   out = {}
   for v in dict.fromkeys(r["variant"] for r in done):
+    against = reference_of(v, planned, reference)
+    ref = {r["seed"]: _headline(r["results"], split) for r in done if r["variant"] == against}
+    ref_stat = _stats(list(ref.values()))
     vals = {r["seed"]: _headline(r["results"], split) for r in done if r["variant"] == v}
     stat = _stats(list(vals.values()))
     paired = [vals[s] - ref[s] for s in vals if s in ref and vals[s] is not None
@@ -203,7 +213,7 @@ def _deltas(done: list[dict], reference: str, split: str) -> dict:
       delta = {"mean": diff, "std": spread["std"] if spread else None,
                "relative": diff / ref_stat["mean"] if ref_stat["mean"] else None,
                "paired_seeds": len(paired)}
-    out[v] = {"value": stat, "delta": delta}
+    out[v] = {"value": stat, "delta": delta, "against": against}
   return out
 
 
@@ -441,7 +451,8 @@ def render(data: dict, agg: dict, plots: dict[str, str]) -> str:
   if suite in REFERENCE:
     lines += [f"## {suite}: test sampled HR@5 against `{REFERENCE[suite]}`", "",
               "Change = difference of the means; its ± is the std of the per-seed differences "
-              "(over the seeds both have).", ""]
+              "(over the seeds both have). A removal stacked on another variant is read against "
+              "that variant (the `against` column).", ""]
     for d, entry in agg["directions"].items():
       rows = []
       for v in entry["table"]:
@@ -450,8 +461,10 @@ def render(data: dict, agg: dict, plots: dict[str, str]) -> str:
         change = "missing" if delta is None else (
             fmt(delta) + (f" ({delta['relative'] * 100:+.1f} %)" if delta["relative"] is not None
                           else ""))
-        rows.append([v, fmt(e.get("value")), change])
-      lines += [f"### {d}", ""] + _markdown_table(["variant", "test HR@5", "change"], rows) + [""]
+        rows.append([v, fmt(e.get("value")), change,
+                     e.get("against") or reference_of(v, list(entry["table"]), REFERENCE[suite])])
+      lines += [f"### {d}", ""] + _markdown_table(["variant", "test HR@5", "change", "against"],
+                                                  rows) + [""]
     if suite in plots:
       lines += [f"![{suite}]({plots[suite]})", ""]
   if suite == "sensitivity":

@@ -134,8 +134,27 @@ def test_ablation_report_changes_against_full_lgcd(tmp_path):
   spread = np.std(np.subtract(no_diff, full), ddof=1)
   assert row[1] == _cell(no_diff)
   assert row[2] == f"{diff:.4f} ± {spread:.4f} ({diff / np.mean(full) * 100:+.1f} %)"
-  assert _row(md, "### A2B", "lgcd-no_pseudo")[1:] == ["missing", "missing"]
+  assert row[3] == "lgcd"
+  assert _row(md, "### A2B", "lgcd-no_pseudo")[1:] == ["missing", "missing", "lgcd"]
   assert (tmp_path / "plots" / "ablation.png").exists() and "plots/ablation.png" in md
+
+
+def test_a_removal_stacked_on_a_variant_is_read_against_it(tmp_path):
+  rng = np.random.default_rng(3)
+  variants = [(v, o) for v, o in suites.ablations({"model": {"use_pseudo": False}})
+              if v in ("lgcd", "lgcd-with_pseudo", "lgcd-with_pseudo-no_cyclic_batch")]
+  assert len(variants) == 3
+  specs = [suites._spec(v, "lgcd", "A2B", s, o) for v, o in variants for s in (0, 1)]
+  _suite(tmp_path, "ablation", [_fake_run(tmp_path, spec, rng) for spec in specs])
+  md = report.build(tmp_path).read_text()
+  hr = lambda v: [_results(tmp_path, f"A2B/{v}/seed{s}")["test"]["sampled"]["HR@5"] for s in (0, 1)]
+  stacked = _row(md, "### A2B", "lgcd-with_pseudo-no_cyclic_batch")
+  diff = np.mean(hr("lgcd-with_pseudo-no_cyclic_batch")) - np.mean(hr("lgcd-with_pseudo"))
+  assert stacked[2].startswith(f"{diff:.4f} ± ") and stacked[3] == "lgcd-with_pseudo"
+  added = _row(md, "### A2B", "lgcd-with_pseudo")
+  diff = np.mean(hr("lgcd-with_pseudo")) - np.mean(hr("lgcd"))
+  assert added[2].startswith(f"{diff:.4f} ± ") and added[3] == "lgcd"
+  assert report.reference_of("lgcd-with_pseudo-no_cyclic_batch", ["lgcd"], "lgcd") == "lgcd"
 
 
 def test_sensitivity_report_is_valid_only_and_reads_each_runs_config(tmp_path):
