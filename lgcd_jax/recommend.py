@@ -1,7 +1,8 @@
 """Serve recommendations from a checkpoint: `python -m lgcd_jax.recommend`.
 
   python -m lgcd_jax.recommend --workdir=DIR --input=users.jsonl --output=recs.jsonl --topk=10 \
-      [--sampler=ddim --steps=S --batch_size=B]   (or --checkpoint=PATH instead of --workdir)
+      [--sampler=ddim --steps=S --batch_size=B --length_buckets=4,8,16,32]
+      (or --checkpoint=PATH instead of --workdir)
 
 Input lines: {"user": ID, "source_items": [...], "clue": {...} (optional)}. Source items are original ids
 (ASINs, strings) or prepared indices (integers). A clue, as the LLM pipeline writes it per user, is
@@ -70,7 +71,11 @@ class Recommender:
   """Restores the best checkpoint once, then serves batches of users through one jitted function."""
 
   def __init__(self, workdir: str | None = None, checkpoint: str | None = None,
-               sampler: str | None = None, steps: int | None = None, batch_size: int = 256):
+               sampler: str | None = None, steps: int | None = None, batch_size: int = 256,
+               length_buckets: str | None = None):
+    """length_buckets: widths ("4,8,16,32") each batch's src is cut to, as evaluation's
+    data.eval_length_buckets does (the same output, less work for short histories; "": maxlen
+    wide); None: the checkpoint's data.eval_length_buckets."""
     manager_dir, step = _find_checkpoint(workdir, checkpoint)
     if not manager_dir.exists():
       raise NoCheckpoint(f"no checkpoint at {manager_dir}: train first (python main.py "
@@ -101,6 +106,12 @@ class Recommender:
     self.sampler = sampler or c.model.sampler
     self.steps = int(steps or c.model.sample_steps)
     self.batch_size = int(batch_size)
+    spec = c.data.get("eval_length_buckets", "") if length_buckets is None else length_buckets
+    try:
+      self.length_buckets = (pipeline.parse_length_buckets(spec, c.data.maxlen, "--length_buckets")
+                             if spec else None)
+    except ValueError as e:
+      raise UserError(str(e)) from None
     self.rng = inference.sampling_key(c.seed)
     self._bridge = None
 
@@ -256,10 +267,8 @@ class Recommender:
       if i < len(requests):
         sources.append("none" if not takes_clues
                        else "request" if r["clue"] is not None else self.bridge_source)
-    spec = c.data.get("eval_length_buckets", "")
-    if spec:  # as evaluation does: the same scores at the width the batch needs
-      width = pipeline.bucket_width(int(pipeline.needed_width(src).max()),
-                                    pipeline.parse_length_buckets(spec, maxlen))
+    if self.length_buckets:  # as evaluation does: the same scores at the width the batch needs
+      width = pipeline.bucket_width(int(pipeline.needed_width(src).max()), self.length_buckets)
       src = src[:, maxlen - width:]
     batch = {"src": src, "clue": clue, "clue_sim": clue_sim, "summary": summary,
              "has_summary": has_summary, "noise_id": noise_id}
@@ -325,6 +334,10 @@ def _define_flags():
   flags.DEFINE_enum("sampler", None, ["ddim", "ddpm"], "Default: the checkpoint's config.")
   flags.DEFINE_integer("steps", None, "DDIM steps. Default: the checkpoint's config.")
   flags.DEFINE_integer("batch_size", 256, "Users per compiled call.")
+  flags.DEFINE_string("length_buckets", None, "Cut each batch's source histories to the smallest "
+                      "of these widths that holds them (e.g. 4,8,16,32; the same output, one "
+                      "compiled call per width; sort the input by history length to gain most). "
+                      "Default: the checkpoint's data.eval_length_buckets; '' for none.")
 
 
 def main(argv):
@@ -338,7 +351,8 @@ def main(argv):
     cli.fail(f"--input={f.input}: no such file")
   start = time.perf_counter()
   with cli.user_errors():
-    rec = Recommender(f.workdir, f.checkpoint, f.sampler, f.steps, f.batch_size)
+    rec = Recommender(f.workdir, f.checkpoint, f.sampler, f.steps, f.batch_size,
+                      f.length_buckets)
   out_path = Path(f.output)
   served = failed = 0
   serve_start = time.perf_counter()

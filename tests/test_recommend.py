@@ -12,6 +12,7 @@ import pytest
 from configs import tiny
 from lgcd_jax import builder, checkpoint, inference
 from lgcd_jax.data import loading, pipeline
+from lgcd_jax.cli import UserError
 from lgcd_jax.recommend import Recommender
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,17 +54,18 @@ def test_served_topk_equals_the_evaluation_path(trained):
 
 
 def test_serving_in_length_buckets_gives_the_same_top_k(trained):
-  # data.eval_length_buckets cuts each served batch to the width it needs: the same output.
+  # Length buckets cut each served batch to the width it needs: the same output.
   config = tiny.get_config()
   ds = loading.load_dataset(config, trained)
   lines = sorted(_valid_lines(ds, config), key=lambda x: len(json.loads(x)["source_items"]))
   lengths = sorted(len(seq) for seq in ds.eval[config.direction]["valid"].source)
   assert lengths[7] <= 4  # the first batch is cut
-  rec = Recommender(workdir=str(trained), batch_size=8)
-  plain = list(rec.serve_lines(lines, topk=5))
-  rec.config.data.eval_length_buckets = "2,4"
-  cut = list(rec.serve_lines(lines, topk=5))
+  plain = list(Recommender(workdir=str(trained), batch_size=8).serve_lines(lines, topk=5))
+  cut = list(Recommender(workdir=str(trained), batch_size=8,
+                         length_buckets="2,4").serve_lines(lines, topk=5))
   assert [o["items"] for o in cut] == [o["items"] for o in plain]
+  with pytest.raises(UserError, match="--length_buckets"):
+    Recommender(workdir=str(trained), length_buckets="2,x")
   np.testing.assert_allclose([o["scores"] for o in cut], [o["scores"] for o in plain], rtol=1e-5,
                              atol=1e-5)
 
