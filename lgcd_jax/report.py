@@ -268,7 +268,9 @@ def _pyplot():
   return plt
 
 
-def _bars(ax, names, stats, reference=None, reference_label="reference"):
+def _bars(ax, names, stats, reference=None, reference_label="reference", labels=None):
+  """Bars of mean ± std; with a reference, a dashed line and each bar's change against it
+  (`labels[i]`, where given, replaces bar i's text)."""
   means = [s["mean"] if s else 0.0 for s in stats]
   errs = [(s["std"] or 0.0) if s else 0.0 for s in stats]
   colors = ["tab:blue" if s else "lightgrey" for s in stats]
@@ -281,8 +283,8 @@ def _bars(ax, names, stats, reference=None, reference_label="reference"):
     ax.axhline(reference, color="tab:red", linestyle="--", linewidth=1, label=reference_label)
     for i, s in enumerate(stats):
       if s is not None and reference:
-        ax.text(i, s["mean"] + ((s["std"] or 0.0)), f"{(s['mean'] - reference) / reference:+.0%}",
-                ha="center", va="bottom", fontsize=7)
+        text = (labels or {}).get(i) or f"{(s['mean'] - reference) / reference:+.0%}"
+        ax.text(i, s["mean"] + ((s["std"] or 0.0)), text, ha="center", va="bottom", fontsize=7)
     ax.legend(fontsize=7, loc="lower right")
   ax.set_xticks(x, names, rotation=35, ha="right", fontsize=8)
 
@@ -322,7 +324,12 @@ def plot_all(agg: dict, out: Path) -> dict[str, str]:
       names = list(table)
       stats = [(delta.get(v) or {}).get("value") for v in names]
       ref = (delta.get(REFERENCE[agg["suite"]]) or {}).get("value")
-      _bars(ax, names, stats, ref["mean"] if ref else None, REFERENCE[agg["suite"]])
+      # A removal stacked on another variant: its change against that variant, as in the table.
+      labels = {i: f"{e['delta']['relative']:+.0%} vs\n{e['against']}" for i, e in
+                enumerate(delta.get(v) or {} for v in names)
+                if e.get("delta") and e["delta"].get("relative") is not None
+                and e.get("against") not in (None, REFERENCE[agg["suite"]])}
+      _bars(ax, names, stats, ref["mean"] if ref else None, REFERENCE[agg["suite"]], labels)
       ax.set_title(f"{agg['suite']} {d}: test sampled HR@5 (mean ± std over seeds)")
       ax.set_ylabel("HR@5")
     save(fig, agg["suite"])
