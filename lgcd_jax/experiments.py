@@ -29,6 +29,8 @@ refuses to resume a checkpoint under a different config).
 A finished run is only skipped while its results.json came from the config the suite would run it
 with now: after an edit of the config file (or of configs/default.py) a resume stops and names the
 stale runs and what changed. `--rerun_stale` moves their workdirs to DIR/stale/ and runs them again.
+`--reuse=OTHER_DIR,...` copies in the finished runs of other suites that have exactly a run's config
+instead of running it again (the index records `reused_from`).
 """
 
 from __future__ import annotations
@@ -130,6 +132,54 @@ def stale_runs(specs: Sequence[suites.RunSpec], out: Path, config_path: str,
   return stale
 
 
+def reuse_runs(specs: Sequence[suites.RunSpec], out: Path, config_path: str,
+               overrides: Sequence[str], reuse: Sequence[str | Path]) -> dict[str, Path]:
+  """Copies into `out` each unfinished run of `specs` that another suite's directory in `reuse`
+  has finished with the same config (config_check.result_differences finds nothing: e.g. the
+  ablation's full LGCD is the conditioning suite's cross-attention run); returns {run name: the
+  workdir it came from}. Its results.json, metrics.jsonl and run.log are copied (the log behind a
+  line naming where it came from and this suite's command for it)."""
+  finished = []  # (workdir, results config) of every finished run in the reuse directories
+  for d in reuse:
+    d = Path(d)
+    if not d.is_dir():
+      raise SuiteError(f"--reuse: {d} is not a directory")
+    for path in sorted(d.glob("*/*/seed*/results.json")):
+      try:
+        res = _read_json(path)
+      except (OSError, ValueError):
+        continue
+      if isinstance(res, dict) and isinstance(res.get("config"), dict):
+        finished.append((path.parent, res["config"]))
+  reused, base = {}, None
+  for spec in specs:
+    dest = out / spec.name
+    if (dest / "results.json").exists() or not finished:
+      continue
+    if base is None:
+      base = cli.load_config_file(config_path).to_dict()
+    now = run_config(config_path, (*overrides, *spec.overrides), base).to_dict()
+    src = next((w for w, cfg in finished
+                if w.resolve() != dest.resolve() and not config_check.result_differences(cfg, now)),
+               None)
+    if src is None:
+      continue
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("metrics.jsonl", "run.log"):
+      if (src / name).exists():
+        text = (src / name).read_text(encoding="utf-8", errors="replace")
+        if name == "run.log":
+          cmd = _shown(command(spec, config_path, overrides, dest))
+          text = (f"=== reused: the finished run {src.name} of {src.parent.parent.name}/"
+                  f"{src.parent.name} in {src.parent.parent.parent.name}, the same config; this "
+                  f"suite's command for it: {cmd}\n") + text
+        atomic.atomic_write_text(dest / name, text)
+    # results.json last: it is what marks the run done.
+    atomic.atomic_write_json(dest / "results.json", _read_json(src / "results.json"))
+    reused[spec.name] = src
+  return reused
+
+
 def _move_stale(out: Path, name: str) -> Path:
   """Moves DIR/<name> to DIR/stale/<name> (a numbered name if that is taken); returns the new path."""
   dest = out / STALE_DIR / name
@@ -213,12 +263,13 @@ def _duration(seconds: float) -> str:
 def run_suite(specs: Sequence[suites.RunSpec], out: str | Path, config_path: str,
               overrides: Sequence[str], header: dict | None = None, *,
               echo: Callable[[str], None] = print, python: str = sys.executable,
-              jobs: int = 1, rerun_stale: bool = False) -> dict:
+              jobs: int = 1, rerun_stale: bool = False, reuse: Sequence[str | Path] = ()) -> dict:
   """Runs every spec not yet done, in order, up to `jobs` at a time (each its own subprocess);
   returns {"done": n, "failed": n, "skipped": n}.
 
   A finished run whose results.json came from another config (`stale_runs`) raises SuiteError
-  naming it, or with `rerun_stale` has its workdir moved to DIR/stale/ and runs again."""
+  naming it, or with `rerun_stale` has its workdir moved to DIR/stale/ and runs again. A run that
+  a suite directory in `reuse` has finished with the same config is copied in (`reuse_runs`)."""
   if jobs < 1:
     raise ValueError(f"jobs must be >= 1, got {jobs}")
   out = Path(out)
@@ -239,6 +290,10 @@ def run_suite(specs: Sequence[suites.RunSpec], out: str | Path, config_path: str
     echo(f"stale: {name} came from another config; moved to {dest}")
     rec = index.runs[name]
     rec.update(state="pending", attempts=0, error=None, wall_s=None, rc=None)
+  for name, src in reuse_runs(specs, out, config_path, overrides, reuse).items():
+    echo(f"reused: {name} from {src} (the same config)")
+    index.runs[name].update(state="done", attempts=0, error=None, wall_s=None, rc=0,
+                            reused_from=os.path.relpath(src, out))  # no machine path
   index.save()
   n = len(records)
   counts = {"done": 0, "failed": 0, "skipped": 0}
@@ -374,6 +429,9 @@ def _define_flags():
   flags.DEFINE_bool("rerun_stale", False, "Finished runs whose results.json came from another "
                     "config (an edited config file) move to OUT/stale/ and run again; without it "
                     "the suite stops and names them.")
+  flags.DEFINE_list("reuse", [], "Other suites' directories: an unfinished run that one of them "
+                    "has finished with the same config is copied in instead of run (e.g. the "
+                    "ablation's full LGCD as the conditioning suite's cross-attention run).")
   flags.DEFINE_list("nk_values", None, "Sensitivity: data.clue_len values (default 5,10,20,40).")
   flags.DEFINE_list("t_values", None, "Sensitivity: model.diffusion_steps values "
                     "(default 20,50,100,200).")
@@ -419,7 +477,7 @@ def main(argv):
   signal.signal(signal.SIGTERM, _raise_interrupt)
   try:
     counts = run_suite(specs, out, config_path, overrides, header, jobs=f.jobs,
-                       rerun_stale=f.rerun_stale)
+                       rerun_stale=f.rerun_stale, reuse=f.reuse)
   except SuiteError as e:
     cli.fail(str(e))
   except KeyboardInterrupt:

@@ -230,3 +230,35 @@ def test_a_suites_runs_share_a_compilation_cache(tmp_path, monkeypatch):
   experiments.run_suite([spec], out, "configs/tiny.py", [], {"suite": "test"},
                         echo=lambda _: None, python=str(fake))
   assert seen.read_text().split()[-1] == str(tmp_path / "mine")
+
+
+def test_a_run_another_suite_finished_with_the_same_config_is_reused(tmp_path, monkeypatch):
+  from lgcd_jax import experiments, suites
+  monkeypatch.chdir(REPO)
+  other, out = tmp_path / "ablation", tmp_path / "conditioning"
+  pop = suites._spec("popularity", "popularity", "A2B", 0)
+  assert experiments.run_suite([pop], other, "configs/tiny.py", ["train.steps=5"],
+                               {"suite": "a"}, echo=lambda _: None)["done"] == 1
+  fake = tmp_path / "fake_python"  # any run actually started fails
+  fake.write_text("#!/bin/sh\nexit 3\n")
+  fake.chmod(0o755)
+  # The same config under another variant name is reused; another config (a seed) is not.
+  same = suites._spec("pop-again", "popularity", "A2B", 0)
+  changed = suites._spec("pop-cooc", "popularity", "A2B", 0, ("baselines.cooc_normalize=True",))
+  differs = suites._spec("cooccurrence", "cooccurrence", "A2B", 0)
+  lines = []
+  counts = experiments.run_suite([same, differs], out, "configs/tiny.py", ["train.steps=5"],
+                                 {"suite": "c"}, echo=lines.append, python=str(fake),
+                                 reuse=[other])
+  assert counts == {"done": 0, "failed": 1, "skipped": 1}
+  assert (json.loads((out / same.name / "results.json").read_text())
+          == json.loads((other / pop.name / "results.json").read_text()))
+  index = json.loads((out / "index.json").read_text())
+  rec = {r["name"]: r for r in index["runs"]}
+  assert rec[same.name]["state"] == "done" and rec[differs.name]["state"] == "failed"
+  assert not rec[same.name]["reused_from"].startswith("/")
+  assert "reused" in (out / same.name / "run.log").read_text().splitlines()[0]
+  # A baseline reads none of the model fields, but it does read baselines.*: not the same config.
+  assert experiments.reuse_runs([changed], out, "configs/tiny.py", ["train.steps=5"], [other]) == {}
+  with pytest.raises(experiments.SuiteError, match="--reuse"):
+    experiments.reuse_runs([same], out, "configs/tiny.py", [], [tmp_path / "nope"])
