@@ -198,7 +198,7 @@ def _deltas(done: list[dict], reference: str, split: str, planned=None) -> dict:
   over the seeds both have."""
   planned = list(planned or dict.fromkeys(r["variant"] for r in done))
   out = {}
-  for v in dict.fromkeys(r["variant"] for r in done):
+  for v in planned:  # a variant without a finished run gets value and delta None
     against = reference_of(v, planned, reference)
     ref = {r["seed"]: _headline(r["results"], split) for r in done if r["variant"] == against}
     ref_stat = _stats(list(ref.values()))
@@ -468,8 +468,7 @@ def render(data: dict, agg: dict, plots: dict[str, str]) -> str:
         change = "missing" if delta is None else (
             fmt(delta) + (f" ({delta['relative'] * 100:+.1f} %)" if delta["relative"] is not None
                           else ""))
-        rows.append([v, fmt(e.get("value")), change,
-                     e.get("against") or reference_of(v, list(entry["table"]), REFERENCE[suite])])
+        rows.append([v, fmt(e.get("value")), change, e.get("against", REFERENCE[suite])])
       lines += [f"### {d}", ""] + _markdown_table(["variant", "test HR@5", "change", "against"],
                                                   rows) + [""]
     if suite in plots:

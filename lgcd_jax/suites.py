@@ -100,8 +100,9 @@ def plan(suite: str, directions: Sequence[str], seeds: Sequence[int], base_confi
   """The runs of `suite`, direction by direction, then seed by seed.
 
   `base_config` (the suite's config with the user's overrides) decides the ablation's pseudo-pair
-  rows (`ablations`) and supplies the defaults the sensitivity sweep starts from: a swept value equal to it is the plain "lgcd" run, which every sweep shares, and
-  `guess_start_step` is capped at each swept T. `sweeps` replaces SWEEPS' values by short name.
+  rows (`ablations`) and supplies the defaults the sensitivity sweep starts from: a swept value
+  equal to it is the plain "lgcd" run, which every sweep shares, and `guess_start_step` is capped
+  at each swept T. `sweeps` replaces SWEEPS' values by short name.
   """
   if suite not in SUITES:
     raise ValueError(f"suite must be one of {SUITES}, got {suite!r}")

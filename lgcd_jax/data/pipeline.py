@@ -657,7 +657,7 @@ def eval_batches(ds: PreparedDataset, direction: str, split: str, clues: ClueSet
   # Each user's sampling noise comes from its own key (lgcd_jax.user_keys), not from its row.
   noise_id = user_keys.noise_ids(str(u) for u in users.user_ids)
   num_batches = -(-n // batch_size)
-  need = needed_width(src)
+  need = needed_width(src) if buckets else None
   order = np.argsort(need, kind="stable") if buckets else np.arange(n)
 
   def batch(b: int) -> dict[str, np.ndarray]:
