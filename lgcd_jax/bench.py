@@ -241,15 +241,11 @@ def population_batches(setup, batch_size: int, buckets) -> list[dict]:
   c = setup.config
   src = np.concatenate([pipeline.pad_ragged_left(r, c.data.maxlen)
                         for r in setup.ds.domain_sequences(_src_domain(c))])
-  need = pipeline.needed_width(src)
-  order = np.argsort(need, kind="stable")
-  order = order[need[order] > 0]  # a user needs one source item
-  src, need = src[order], need[order]
+  src = src[pipeline.needed_width(src) > 0]  # a user needs one source item
   n = len(src)
   batches = []
-  for lo in range(0, n, batch_size):
-    rows = np.minimum(np.arange(lo, lo + batch_size), n - 1)
-    width = pipeline.bucket_width(int(need[rows].max()), buckets)
+  for lo, (rows, real, width) in zip(range(0, n, batch_size),
+                                     pipeline.length_sorted_batches(src, batch_size, buckets)):
     batches.append({
         "src": src[rows][:, c.data.maxlen - width:],
         "clue": np.zeros((batch_size, c.data.clue_len), np.int32),
@@ -257,7 +253,7 @@ def population_batches(setup, batch_size: int, buckets) -> list[dict]:
         "summary": np.zeros((batch_size, c.clues.text_dim), np.float32),
         "has_summary": np.zeros((batch_size,), np.float32),
         "noise_id": np.arange(lo, lo + batch_size, dtype=np.uint32),
-        "weight": (np.arange(lo, lo + batch_size) < n).astype(np.float32),
+        "weight": real.astype(np.float32),
     })
   return batches
 

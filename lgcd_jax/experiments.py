@@ -107,26 +107,41 @@ class SuiteError(ValueError):
   """A suite that cannot run as asked (another suite's directory, stale finished runs)."""
 
 
+class _RunConfigs:
+  """Each run's config as a dict (`run_config`), the config file loaded once, at the first call:
+  a suite with no finished run to compare never imports the model code."""
+
+  def __init__(self, config_path: str, overrides: Sequence[str]):
+    self.config_path, self.overrides, self._base = config_path, tuple(overrides), None
+
+  def __call__(self, spec: suites.RunSpec) -> dict:
+    if self._base is None:
+      self._base = cli.load_config_file(self.config_path).to_dict()
+    return run_config(self.config_path, (*self.overrides, *spec.overrides), self._base).to_dict()
+
+
+def _results_config(path: Path) -> dict | None:
+  """The config a finished run's results.json records; None when it is unreadable (the report
+  names it; a suite does not decide on it) or predates recorded configs."""
+  try:
+    res = _read_json(path)
+  except (OSError, ValueError):
+    return None
+  if not isinstance(res, dict) or not isinstance(res.get("config"), dict):
+    return None
+  return res["config"]
+
+
 def stale_runs(specs: Sequence[suites.RunSpec], out: Path, config_path: str,
                overrides: Sequence[str]) -> dict[str, dict]:
   """{run name: {field: (results' value, now)}} for the finished runs whose results.json came from
   another config than the one this suite would run them with."""
-  stale = {}
-  base = None  # the config file, loaded once at the first finished run
+  stale, config_of = {}, _RunConfigs(config_path, overrides)
   for spec in specs:
-    path = out / spec.name / "results.json"
-    if not path.exists():
+    recorded = _results_config(out / spec.name / "results.json")
+    if recorded is None:
       continue
-    try:
-      res = _read_json(path)
-    except (OSError, ValueError):
-      continue  # unreadable: the report names it; the suite does not decide on it
-    if not isinstance(res, dict) or not isinstance(res.get("config"), dict):
-      continue  # nothing to compare (a results.json written before configs were recorded)
-    if base is None:
-      base = cli.load_config_file(config_path).to_dict()
-    now = run_config(config_path, (*overrides, *spec.overrides), base)
-    diffs = config_check.result_differences(res["config"], now.to_dict())
+    diffs = config_check.result_differences(recorded, config_of(spec))
     if diffs:
       stale[spec.name] = diffs
   return stale
@@ -145,20 +160,15 @@ def reuse_runs(specs: Sequence[suites.RunSpec], out: Path, config_path: str,
     if not d.is_dir():
       raise SuiteError(f"--reuse: {d} is not a directory")
     for path in sorted(d.glob("*/*/seed*/results.json")):
-      try:
-        res = _read_json(path)
-      except (OSError, ValueError):
-        continue
-      if isinstance(res, dict) and isinstance(res.get("config"), dict):
-        finished.append((path.parent, res["config"]))
-  reused, base = {}, None
+      recorded = _results_config(path)
+      if recorded is not None:
+        finished.append((path.parent, recorded))
+  reused, config_of = {}, _RunConfigs(config_path, overrides)
   for spec in specs:
     dest = out / spec.name
     if (dest / "results.json").exists() or not finished:
       continue
-    if base is None:
-      base = cli.load_config_file(config_path).to_dict()
-    now = run_config(config_path, (*overrides, *spec.overrides), base).to_dict()
+    now = config_of(spec)
     src = next((w for w, cfg in finished
                 if w.resolve() != dest.resolve() and not config_check.result_differences(cfg, now)),
                None)

@@ -207,6 +207,25 @@ def bucket_width(need: int, buckets: Sequence[int]) -> int:
   return int(need)
 
 
+def length_sorted_batches(src: np.ndarray, batch_size: int, buckets: Sequence[int] | None
+                          ) -> list[tuple[np.ndarray, np.ndarray, int]]:
+  """(rows, real, width) of each batch of `batch_size` rows of the left-padded `src`: with `buckets`
+  the rows sorted by needed width (stable) and `width` the smallest bucket that holds the batch's
+  longest row (at least 1); without, the rows in order and `width` src's own. The last batch is
+  padded with its last row (`real` False there)."""
+  n = len(src)
+  need = needed_width(src) if buckets else None
+  order = np.argsort(need, kind="stable") if buckets else np.arange(n)
+  out = []
+  for lo in range(0, n, batch_size):
+    pos = np.arange(lo, lo + batch_size)
+    rows = order[np.minimum(pos, n - 1)]
+    width = (bucket_width(max(int(need[rows].max()), 1), buckets) if buckets
+             else int(src.shape[1]))
+    out.append((rows, pos < n, width))
+  return out
+
+
 def _cut_left(arr: np.ndarray, width: int) -> np.ndarray:
   """The last `width` columns of a left-padded array (all of them when it is narrower)."""
   return arr[:, max(arr.shape[1] - width, 0):]
@@ -656,18 +675,12 @@ def eval_batches(ds: PreparedDataset, direction: str, split: str, clues: ClueSet
   negatives = np.asarray(users.negatives, np.int32)
   # Each user's sampling noise comes from its own key (lgcd_jax.user_keys), not from its row.
   noise_id = user_keys.noise_ids(str(u) for u in users.user_ids)
-  num_batches = -(-n // batch_size)
-  need = needed_width(src) if buckets else None
-  order = np.argsort(need, kind="stable") if buckets else np.arange(n)
+  layout = length_sorted_batches(src, batch_size, buckets)
 
   def batch(b: int) -> dict[str, np.ndarray]:
-    pos = np.arange(b * batch_size, (b + 1) * batch_size)
-    real = pos < n
     # Padding rows repeat the batch's last user (see the module docstring).
-    rows = order[np.minimum(pos, n - 1)]
-    batch_src = src[rows]
-    if buckets:
-      batch_src = _cut_left(batch_src, bucket_width(max(int(need[rows].max()), 1), buckets))
+    rows, real, width = layout[b]
+    batch_src = _cut_left(src[rows], width)
     return {
         "src": batch_src,
         "clue": clue[rows],
@@ -681,7 +694,7 @@ def eval_batches(ds: PreparedDataset, direction: str, split: str, clues: ClueSet
         "noise_id": noise_id[rows],
     }
 
-  return grain.MapDataset.range(num_batches).map(batch)
+  return grain.MapDataset.range(len(layout)).map(batch)
 
 
 def eval_batches_for(config, ds: PreparedDataset, split: str,
