@@ -667,7 +667,6 @@ def eval_batches(ds: PreparedDataset, direction: str, split: str, clues: ClueSet
   """
   _, tgt_dom = direction_domains(direction)
   users = ds.eval[direction][split]
-  n = len(users)
   ca = _ClueArrays(clues, direction, ds.num_items(tgt_dom), clue_len, text_dim)
   _, _, clue, clue_sim, srow = ca.gather(ca.rows(split, users.user_ids))
   src = pad_ragged_left(users.source, maxlen)
