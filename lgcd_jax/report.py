@@ -176,6 +176,7 @@ def aggregate(data: dict) -> dict:
       entry["delta"] = _deltas(done, REFERENCE[suite], "test", _order(mine))
     if suite == "sensitivity":
       entry["sweeps"] = _sweeps(done)
+      entry["noise"] = _binomial_se(table.get("lgcd"), done, "valid")
     entry["curves"] = _curves(mine)
     out["directions"][d] = entry
   return out
@@ -242,6 +243,19 @@ def _sweeps(done: list[dict]) -> dict:
         by_value.setdefault(value, []).append(_headline(r["results"], "valid"))
     out[key] = [(v, _stats(vals)) for v, vals in sorted(by_value.items())]
   return out
+
+
+def _binomial_se(row: dict | None, done: list[dict], split: str) -> dict | None:
+  """{"mean", "se", "n_users"}: the plain run's mean `split` HR@5 and one binomial standard error
+  of an HR@5 at that value over the split's users, sqrt(p (1 - p) / n). With one seed per value it is
+  the scale a sweep's differences must pass to mean anything (None without the plain run)."""
+  stat = ((row or {}).get(split) or {}).get("/".join(HEADLINE))
+  counts = [r["results"].get("n_users", {}).get(split) for r in done]
+  counts = [int(c) for c in counts if isinstance(c, (int, float)) and c > 0]
+  if not stat or not counts:
+    return None
+  p, n = stat["mean"], max(counts)
+  return {"mean": p, "se": float(np.sqrt(p * (1.0 - p) / n)), "n_users": n}
 
 
 def _curves(runs: list[dict]) -> dict:
@@ -343,9 +357,15 @@ def plot_all(agg: dict, out: Path) -> dict[str, str]:
         points = [(v, s) for v, s in agg["directions"][d]["sweeps"].get(key, []) if s]
         if points:
           xs = [p[0] for p in points]
-          ax.errorbar(xs, [p[1]["mean"] for p in points], yerr=[p[1]["std"] or 0 for p in points],
-                      marker="o", capsize=3, label=d)
+          line = ax.errorbar(xs, [p[1]["mean"] for p in points],
+                             yerr=[p[1]["std"] or 0 for p in points], marker="o", capsize=3,
+                             label=d)
           ticks.update(xs)
+          noise = agg["directions"][d].get("noise")
+          if noise:  # the default's value ± one binomial standard error: the scale of the noise
+            ax.axhspan(noise["mean"] - noise["se"], noise["mean"] + noise["se"], alpha=0.15,
+                       color=line[0].get_color(),
+                       label=f"{d} default ± 1 binomial SE ({noise['n_users']} users)")
       if ticks and min(ticks) == 0 and max(ticks) > 0:
         ax.set_xscale("symlog", linthresh=min(t for t in ticks if t > 0))
       elif ticks and min(ticks) > 0 and max(ticks) / min(ticks) >= 8:
@@ -476,6 +496,12 @@ def render(data: dict, agg: dict, plots: dict[str, str]) -> str:
   if suite == "sensitivity":
     lines += ["## Sensitivity (valid sampled HR@5)", ""]
     for d, entry in agg["directions"].items():
+      noise = entry.get("noise")
+      if noise:
+        lines += [f"{d}: one binomial standard error of a valid HR@5 of {noise['mean']:.4f} over "
+                  f"{noise['n_users']} users is {noise['se']:.4f} (the shaded band in the plot): "
+                  "differences between values smaller than that are within the sampling noise "
+                  "of this split.", ""]
       for key, points in entry["sweeps"].items():
         rows = [[f"{v:g}" if isinstance(v, float) else str(v), fmt(s)] for v, s in points]
         lines += [f"### {d}: {SWEEP_LABELS[key]} (`{key}`)", ""]

@@ -180,6 +180,10 @@ def test_sensitivity_report_is_valid_only_and_reads_each_runs_config(tmp_path):
   assert _row(md, "### A2B: T (`model.diffusion_steps`)", "100")[1] == _cell(
       [_results(tmp_path, f"A2B/lgcd/seed{s}")["valid"]["sampled"]["HR@5"] for s in (0, 1)])
   assert (tmp_path / "plots" / "sensitivity.png").exists()
+  # The noise scale: one binomial SE of the plain run's mean valid HR@5 over the 10 valid users.
+  p = np.mean([_results(tmp_path, f"A2B/lgcd/seed{s}")["valid"]["sampled"]["HR@5"] for s in (0, 1)])
+  assert (f"A2B: one binomial standard error of a valid HR@5 of {p:.4f} over 10 users is "
+          f"{np.sqrt(p * (1 - p) / 10):.4f}") in md
   # Without the index, the swept key comes from the variant's name: the same tables.
   (tmp_path / "index.json").unlink()
   sweeps = lambda text: text.split("## Sensitivity")[1].split("## valid sampled HR@5 by")[0]
