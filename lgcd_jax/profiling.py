@@ -7,10 +7,13 @@ fused matmuls of the CPU backend; "copy_bitcast_fusion" layout changes; "broadca
 mostly the threefry hashing of random bits). The bench's `--profile_dir` uses it for the train
 steps (BUILD_NOTES, issue 11, has what it found).
 
-Durations are summed over the XLA worker threads, so on a multi-threaded backend the total exceeds
-the wall time; the shares are what to read. Which events a backend records is XLA's business: the
-runtime's own bookkeeping events (thunk executors, thread-pool waits) are left out, and a trace
-with no op events gives an empty summary rather than an error.
+Durations are summed over the XLA threads, so on a multi-threaded backend the total exceeds the
+wall time; the shares are what to read. Which thread runs an op is XLA's business (on jax 0.10's CPU
+client the PjRt client's own threads run most of them, the Eigen pool the rest), so an event counts
+by its name: XLA names ops like HLO instructions ("ynn_fusion.1", "wrapped_sine", "dot"), lower
+case, while the runtime's bookkeeping ("ThunkExecutor::Execute", "ThreadpoolListener::Record",
+"end: ynn_fusion" markers) and the Python thread's frames and dispatch are left out. A trace with no
+op events gives an empty summary rather than an error.
 """
 
 from __future__ import annotations
@@ -24,10 +27,11 @@ from typing import Callable
 
 import jax
 
-# The runtime's scheduling events, not ops: they enclose or wait on the ops they schedule.
-_BOOKKEEPING = re.compile(r"^(ThunkExecutor|SlinkyThreadPool|PjitFunction|\$)")
-# Host-side threads (Python, the PjRt client) dispatch; the ops run on the others.
-_HOST_THREADS = re.compile(r"^(python|tf_XLAPjRtCpuClient)", re.IGNORECASE)
+# An XLA op's name: an HLO instruction name, lower case, with optional numeric suffixes. The
+# runtime's scheduling events (CamelCase, "::", "end: " markers) enclose or wait on ops: not ops.
+_OP_NAME = re.compile(r"^[a-z][a-z0-9_\-]*(\.\d+)*$")
+# The Python thread dispatches (its events are Python frames and PjRt calls); the ops run elsewhere.
+_HOST_THREADS = re.compile(r"^python", re.IGNORECASE)
 
 
 def profile(fn: Callable[[], object], directory: str | Path) -> Path | None:
@@ -58,7 +62,7 @@ def summarize(path: str | Path, top: int = 12) -> list[dict]:
     if e.get("ph") != "X" or not isinstance(e.get("dur"), (int, float)):
       continue
     name = str(e.get("name", ""))
-    if _BOOKKEEPING.match(name) or _HOST_THREADS.match(threads.get((e.get("pid"), e.get("tid")), "")):
+    if not _OP_NAME.match(name) or _HOST_THREADS.match(threads.get((e.get("pid"), e.get("tid")), "")):
       continue
     time_us[op_kind(name)] += e["dur"]
     count[op_kind(name)] += 1

@@ -25,9 +25,11 @@ def _write(path, events):
 
 def test_summarize_sums_op_kinds_and_skips_host_and_bookkeeping(tmp_path):
   meta = [{"ph": "M", "name": "thread_name", "pid": 1, "tid": t, "args": {"name": n}}
-          for t, n in ((1, "python"), (2, "tf_XLAEigen/1"), (3, "tf_XLAEigen/2"))]
+          for t, n in ((1, "python"), (2, "tf_XLAEigen/1"), (3, "tf_XLAPjRtCpuClient/7"))]
   ops = [("ynn_fusion.1", 2, 300), ("ynn_fusion.7", 3, 300), ("copy_bitcast_fusion", 2, 200),
-         ("dot", 3, 100), ("ThunkExecutor::Execute", 2, 5000), ("PjitFunction(f)", 1, 9000),
+         ("dot", 3, 100), ("ThunkExecutor::Execute (wait for completion)", 3, 5000),
+         ("ThreadpoolListener::StartRegion", 2, 4000), ("end: ynn_fusion.7", 3, 3000),
+         ("PjitFunction(f)", 1, 9000),
          ("ynn_fusion.2", 1, 7000)]  # the last one is on the host thread: not an op's run
   events = meta + [{"ph": "X", "name": n, "pid": 1, "tid": t, "ts": 0, "dur": d}
                    for n, t, d in ops] + [{"ph": "X", "name": "broken", "pid": 1, "tid": 2}]
@@ -48,3 +50,7 @@ def test_profile_of_a_jitted_function_finds_its_ops(tmp_path):
   assert trace is not None and trace.exists()
   rows = profiling.summarize(trace)
   assert rows and sum(r["share"] for r in rows) == pytest.approx(1.0)
+  # The matmul is found whichever XLA thread ran it, and no runtime bookkeeping is counted as an op.
+  ops = {r["op"] for r in rows}
+  assert ops & {"ynn_fusion", "dot", "fusion", "dot_general"}, ops
+  assert all(profiling._OP_NAME.match(op) or op == "other" for op in ops), ops
