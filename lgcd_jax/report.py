@@ -250,7 +250,8 @@ def _binomial_se(row: dict | None, done: list[dict], split: str) -> dict | None:
   of an HR@5 at that value over the split's users, sqrt(p (1 - p) / n). With one seed per value it is
   the scale a sweep's differences must pass to mean anything (None without the plain run)."""
   stat = ((row or {}).get(split) or {}).get("/".join(HEADLINE))
-  counts = [r["results"].get("n_users", {}).get(split) for r in done]
+  counts = [(r["results"].get("n_users") or {}).get(split) for r in done
+            if isinstance(r["results"].get("n_users") or {}, dict)]
   counts = [int(c) for c in counts if isinstance(c, (int, float)) and c > 0]
   if not stat or not counts:
     return None
