@@ -68,6 +68,24 @@ def test_with_title_is_the_call_and_the_title_from_one_projection(titles):
   np.testing.assert_array_equal(feats[0, 0], 0.0)
 
 
+def test_titles_projected_per_lookup_or_per_row_agree_with_their_gradients():
+  # Fewer lookups than rows project each lookup; more project the whole table and gather: the
+  # features, and the gradients of the trained parts, must not depend on which.
+  table = ItemTable(N, D, _titles(), rngs=nnx.Rngs(0))
+  few = jnp.array([[0, 1, 7], [3, 0, 2]])  # 6 lookups < N + 1 rows
+  many = jnp.tile(few, (3, 1))  # 18 lookups
+  graph, params, rest = nnx.split(table, nnx.Param, ...)
+
+  def loss(p, idx):
+    return jnp.sum(jnp.sin(nnx.merge(graph, p, rest)(idx)))
+  out_few, out_many = table(few), table(many)
+  np.testing.assert_allclose(out_many, jnp.tile(out_few, (3, 1, 1)), rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(table.title(many)[0, 0], 0.0)
+  g_few, g_many = jax.grad(loss)(params, few), jax.grad(loss)(params, many)
+  for a, b in zip(jax.tree.leaves(g_few), jax.tree.leaves(g_many)):
+    np.testing.assert_allclose(3 * np.asarray(a), b, rtol=1e-4, atol=1e-5)
+
+
 def test_without_titles_and_with_id_init():
   init = np.arange(N * D, dtype=np.float32).reshape(N, D)
   table = ItemTable(N, D, None, rngs=nnx.Rngs(0), id_init=init)

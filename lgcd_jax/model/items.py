@@ -79,13 +79,23 @@ class ItemTable(nnx.Module):
     """The projected title part [..., d] of inputs idx (zeros for padding, or with no titles)."""
     if not self.has_titles:
       return jnp.zeros(idx.shape + (self.d,), jnp.float32)
-    return self.title_proj(self.title_embedding[...][idx]) * self._pad_mask(idx)
+    return self._projected_titles(idx) * self._pad_mask(idx)
+
+  def _projected_titles(self, idx: jax.Array) -> jax.Array:
+    """title_proj(title_embedding[idx]) [..., d], in the cheaper order for idx's size (static)."""
+    table = self.title_embedding[...]
+    if idx.size >= table.shape[0]:
+      # More lookups than rows (a 1024 x 50 sampling batch over 8,662 food items): project every
+      # row once and gather d-wide rows, instead of gathering text_dim-wide rows and projecting
+      # each lookup (on the CPU that gather alone cost more than the whole table's projection).
+      return self.title_proj(table)[idx]
+    return self.title_proj(table[idx])
 
   def __call__(self, idx: jax.Array) -> jax.Array:
     """Item features [..., d] of inputs idx (items + 1); exactly zero where idx == 0."""
     emb = self.id_embedding[...][idx]
     if self.has_titles:
-      emb = emb + self.title_proj(self.title_embedding[...][idx])
+      emb = emb + self._projected_titles(idx)
     return emb * self._pad_mask(idx)
 
   def with_title(self, idx: jax.Array) -> tuple[jax.Array, jax.Array]:
