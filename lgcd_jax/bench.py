@@ -167,12 +167,13 @@ def _topk_cost_gap(graphdef, state, batch_size: int, d: int, dtype, chunk: int |
 def bench_sampling(setup, state, batch_size: int, sampler: str, steps: int, precision: str,
                    repeats: int, peak: dict | None = None, topk_chunk: int | None = None,
                    graphdef=None, run: bool = True, cfg_batched: bool | None = None,
-                   host: dict | None = None) -> dict:
+                   host: dict | None = None, micro_batch: int | None = None) -> dict:
   """One sampling row. topk_chunk: items per chunk of the streamed top-k (None: full scores, then
   `lax.top_k`). graphdef: another model's (e.g. a synthetic catalogue), with its state. run=False:
   compile and analyse only (FLOPs, memory), no timing. cfg_batched: CFG's form (see
   `LGCD.sampling_denoiser`; None: the backend's default). host: the batch to sample (default: the
-  valid split's first users, tiled to batch_size, maxlen wide)."""
+  valid split's first users, tiled to batch_size, maxlen wide). micro_batch: users per group of
+  `inference.top_k`'s lax.map (None: the whole batch at once)."""
   c = setup.config
   if host is None:
     eval_batch = next(iter(pipeline.eval_batches(
@@ -186,18 +187,21 @@ def bench_sampling(setup, state, batch_size: int, sampler: str, steps: int, prec
   model_state = _cast_floats(state, dtype)
   graphdef = graphdef or setup.graphdef
 
-  @jax.jit
-  def recommend(state, batch, rng):
+  @functools.partial(jax.jit, static_argnums=3)
+  def recommend(state, batch, rng, micro_batch):
     model, _ = nnx.merge(graphdef, state)
     if cfg_batched is not None:
       model.sampling_denoiser = functools.partial(model.sampling_denoiser, cfg_batched=cfg_batched)
-    return inference.top_k(model, batch, rng, sampler, steps, 10, topk_chunk)
+    return inference.top_k(model, batch, rng, sampler, steps, 10, topk_chunk, micro_batch)
 
   rng = jax.random.key(0)
   start = time.perf_counter()
-  compiled = recommend.lower(model_state, batch, rng).compile()
+  compiled = recommend.lower(model_state, batch, rng, micro_batch).compile()
   compile_s = time.perf_counter() - start
-  flops, bytes_ = _cost(compiled)
+  # XLA's cost analysis counts a loop body once, so the micro-batches' lax.map would count one
+  # group: the FLOPs and bytes are those of the same computation over the whole batch.
+  flops, bytes_ = _cost(compiled if not micro_batch else
+                        recommend.lower(model_state, batch, rng, None).compile())
   # XLA's cost analysis counts a loop body once: add the other steps-1 denoiser calls by hand.
   step_flops, step_bytes = _denoiser_step_cost(graphdef, model_state, batch, cfg_batched)
   if flops and step_flops:
@@ -218,7 +222,8 @@ def bench_sampling(setup, state, batch_size: int, sampler: str, steps: int, prec
       "spread_s": max(times) - min(times),
       "flops_per_user": flops / batch_size if flops else None,
       "bytes_per_user": bytes_ / batch_size if bytes_ else None,
-      "topk_chunk": topk_chunk, "items": int(nnx.merge(graphdef, state)[0].tgt_table.num_items),
+      "topk_chunk": topk_chunk, "micro_batch": micro_batch,
+      "items": int(nnx.merge(graphdef, state)[0].tgt_table.num_items),
       **_memory(compiled),
   }
   if flops and run:
@@ -259,7 +264,8 @@ def population_batches(setup, batch_size: int, buckets) -> list[dict]:
 
 
 def bench_population(setup, state, batch_size: int, sampler: str, steps: int, buckets,
-                     repeats: int, topk_chunk: int | None = None) -> dict:
+                     repeats: int, topk_chunk: int | None = None,
+                     micro_batch: int | None = None) -> dict:
   """The default sampler + top-10 over `population_batches`, float32: one compiled function per
   width, timed and costed on the first batch of that width (`bench_sampling`), then summed over the
   widths' batch counts. users_per_s and flops_per_user are per real user (the padded rows of the
@@ -274,7 +280,7 @@ def bench_population(setup, state, batch_size: int, sampler: str, steps: int, bu
   for width, group in sorted(by_width.items()):
     host = {k: v for k, v in group[0].items() if k != "weight"}
     row = bench_sampling(setup, state, batch_size, sampler, steps, "float32", repeats,
-                         topk_chunk=topk_chunk, host=host)
+                         topk_chunk=topk_chunk, host=host, micro_batch=micro_batch)
     seconds += len(group) * row["median_s"]
     flops = None if flops is None or not row["flops_per_user"] else (
         flops + len(group) * batch_size * row["flops_per_user"])
@@ -367,7 +373,7 @@ def bench_topk(setup, state, batch_size: int, chunks, repeats: int) -> list[dict
 
 
 def bench_catalogue(setup, batch_size: int, num_items: int, topk_chunk: int | None,
-                    repeats: int) -> list[dict]:
+                    repeats: int, micro_batch: int | None = None) -> list[dict]:
   """Sampling (the config's default sampler) + top-10 over a synthetic catalogue of num_items
   target items (fresh weights, no titles) at float32: the streamed top-k timed, with its peak
   memory, and the full-scores top-k compiled only, for its peak memory."""
@@ -382,7 +388,8 @@ def bench_catalogue(setup, batch_size: int, num_items: int, topk_chunk: int | No
   rows = []
   for chunk, run in ((topk_chunk, True), (None, False)):
     rows.append(bench_sampling(setup, state, batch_size, sampler, steps, "float32", repeats,
-                               topk_chunk=chunk, graphdef=graphdef, run=run))
+                               topk_chunk=chunk, graphdef=graphdef, run=run,
+                               micro_batch=micro_batch))
   return rows
 
 
@@ -419,13 +426,14 @@ def require_backend(backend: str | None, require_device: bool) -> str | None:
 def run(config, workdir: str | None, batch_sizes, precisions, repeats: int, train_steps: int,
         quick: bool, *, topk_chunk: int | None = None, topk_sweep=(), catalogue: int = 0,
         cfg_batched: bool | None = None, profile_dir: str | None = None,
-        population_buckets=()) -> dict:
+        population_buckets=(), micro_batch: int | None = None) -> dict:
   """The whole benchmark. topk_chunk: the streamed top-k's chunk (None: the model default,
   0: full scores); topk_sweep: chunk sizes to time scoring + top-k alone at (0: full);
   catalogue: items of a synthetic-catalogue row (0: none); train_steps=0: no train step;
   profile_dir: trace the train steps there (see `bench_train`); population_buckets: widths of a
   row over every source-domain history in length-bucketed batches (`bench_population`; empty:
-  none)."""
+  none); micro_batch: users per group of the sampler's lax.map (None: the backend's default,
+  `inference.default_micro_batch`; 0: the whole batch at once)."""
   workdir = Path(workdir or "workdirs/bench")
   ds = loading.load_dataset(config, workdir)
   setup = builder.build(config, ds, workdir)
@@ -438,6 +446,7 @@ def run(config, workdir: str | None, batch_sizes, precisions, repeats: int, trai
     if restored is not None:
       state = sharding.put_replicated(setup.mesh, restored[0])
   topk_chunk = scoring.DEFAULT_CHUNK if topk_chunk is None else (topk_chunk or None)
+  micro_batch = inference.default_micro_batch() if micro_batch is None else (micro_batch or None)
   m = setup.config.model
   chain = m.guess_start_step if m.use_guesser else m.diffusion_steps
   samplers = [("ddim", min(m.sample_steps, chain)), ("ddpm", chain)]
@@ -451,7 +460,8 @@ def run(config, workdir: str | None, batch_sizes, precisions, repeats: int, trai
     for sampler, steps in samplers:
       for precision in precisions:
         rows.append(bench_sampling(setup, state, b, sampler, steps, precision, repeats, peak,
-                                   topk_chunk=topk_chunk, cfg_batched=cfg_batched))
+                                   topk_chunk=topk_chunk, cfg_batched=cfg_batched,
+                                   micro_batch=micro_batch))
         print(_format_row(rows[-1]), file=sys.stderr, flush=True)
   result = {
       "device": f"{jax.device_count()} x {device.device_kind} ({device.platform})",
@@ -470,10 +480,10 @@ def run(config, workdir: str | None, batch_sizes, precisions, repeats: int, trai
     except ValueError as e:
       raise UserError(str(e)) from None
     result["population"] = bench_population(setup, state, batch_sizes[0], *samplers[0], buckets,
-                                            repeats, topk_chunk)
+                                            repeats, topk_chunk, micro_batch)
   if catalogue:
     result["catalogue"] = bench_catalogue(setup, batch_sizes[0], int(catalogue), topk_chunk,
-                                          max(1, min(repeats, 2)))
+                                          max(1, min(repeats, 2)), micro_batch)
   if train_steps:
     result["train"] = bench_train(setup, state, train_steps, peak, profile_dir)
   return result
@@ -541,6 +551,9 @@ def _define_flags():
   flags.DEFINE_integer("train_steps", 20, "Timed train steps (0: no train row).")
   flags.DEFINE_integer("topk_chunk", None, "Items per chunk of the streamed top-k (default: "
                        "lgcd_jax.model.scoring.DEFAULT_CHUNK; 0: full scores, then lax.top_k).")
+  flags.DEFINE_integer("micro_batch", None, "Users per micro-batch of the sampler's lax.map "
+                       "(default: lgcd_jax.inference.default_micro_batch() for the backend; 0: "
+                       "the whole batch at once).")
   flags.DEFINE_list("topk_sweep", [], "Also time scoring + top-10 alone at these chunk sizes "
                     "(0: full scores), at the first batch size.")
   flags.DEFINE_integer("catalogue", 0, "Also a row over a synthetic catalogue of this many target "
@@ -576,6 +589,8 @@ def main(argv):
       batch_sizes = [int(b) for b in f.batch_sizes]
     except ValueError:
       raise cli.UserError(f"--batch_sizes must be integers, got {','.join(f.batch_sizes)}") from None
+    if f.micro_batch is not None and f.micro_batch < 0:
+      raise cli.UserError(f"--micro_batch must be >= 0 (0: the whole batch), got {f.micro_batch}")
     if not batch_sizes and (f.compare_peer or f.topk_sweep or f.catalogue
                             or f.population_buckets):
       raise cli.UserError("--compare_peer, --topk_sweep, --catalogue and --population_buckets "
@@ -583,7 +598,8 @@ def main(argv):
     result = run(config, f.workdir, batch_sizes, f.precisions, f.repeats, f.train_steps, f.quick,
                  topk_chunk=f.topk_chunk, topk_sweep=f.topk_sweep, catalogue=f.catalogue,
                  cfg_batched={"auto": None, "batched": True, "two": False}[f.cfg_form],
-                 profile_dir=f.profile_dir, population_buckets=f.population_buckets)
+                 profile_dir=f.profile_dir, population_buckets=f.population_buckets,
+                 micro_batch=f.micro_batch)
     if f.compare_peer:
       result["peer"] = run_peer(f.compare_peer, result, batch_sizes[0], f.repeats)
   if f.json:
@@ -596,6 +612,9 @@ def main(argv):
     print(f"peak ({'measured: large matmul / array copy' if p.get('measured') else 'data sheet'}): "
           f"float32 {p['float32']:.2e} FLOP/s, bfloat16 {p['bfloat16']:.2e} FLOP/s, "
           f"{p['bandwidth']:.2e} B/s; ridge float32 {p['float32'] / p['bandwidth']:.1f} FLOP/B")
+  if result["sampling"]:
+    mb = result["sampling"][0].get("micro_batch")
+    print(f"sampling in micro-batches of {mb} users" if mb else "sampling the whole batch at once")
   print(HEADER)
   for row in result["sampling"]:
     print(_format_row(row))

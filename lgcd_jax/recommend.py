@@ -282,7 +282,8 @@ class Recommender:
     # its line or batch.
     scores, items = inference.top_k_step(self.graphdef, self.state,
                                          {k: jnp.asarray(v) for k, v in batch.items()},
-                                         self.sampler, self.steps, self.rng, topk)
+                                         self.sampler, self.steps, self.rng, topk,
+                                         micro_batch=inference.default_micro_batch())
     scores, items = np.asarray(scores), np.asarray(items)
     return [{"user": r["user"], "items": self.tgt_ids[items[i]].tolist(),
              "scores": [float(x) for x in scores[i]], "clue_source": sources[i]}

@@ -92,3 +92,34 @@ def test_model_top_k_equals_top_k_of_score():
   got_v, got_i = model.top_k(x, 5, chunk=6)  # 20 items: chunks of 6, the last one padded
   np.testing.assert_array_equal(got_i, want_i)
   np.testing.assert_allclose(got_v, want_v, rtol=1e-6, atol=1e-6)
+
+
+# --- micro-batches ------------------------------------------------------------------------------
+
+from lgcd_jax import inference  # noqa: E402
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
+def test_micro_batched_top_k_equals_the_whole_batch(sampler):
+  # 7 users in groups of 3: two full groups and one padded with copies of the last user. Each
+  # user's noise comes from its noise_id, so every group must give what the whole batch gives.
+  config = _config(denoiser_layers=2)
+  model = _model(config)
+  graphdef, state = nnx.split(model)
+  batch = _batch(config, batch_size=7)
+  batch = {k: jnp.asarray(batch[k]) for k in ("src", "clue", "clue_sim", "summary", "has_summary")}
+  batch["noise_id"] = jnp.arange(100, 107, dtype=jnp.uint32)
+  key = jax.random.key(5)
+
+  @functools.partial(jax.jit, static_argnums=3)
+  def run(state, batch, key, micro_batch):
+    return inference.top_k(nnx.merge(graphdef, state), batch, key, sampler, 4, 5,
+                           chunk=6, micro_batch=micro_batch)
+  want_v, want_i = run(state, batch, key, None)
+  got_v, got_i = run(state, batch, key, 3)
+  assert got_i.shape == (7, 5)
+  np.testing.assert_array_equal(got_i, want_i)
+  np.testing.assert_allclose(got_v, want_v, rtol=1e-5, atol=1e-5)
+  # Without per-user noise a split would change the users' noise: the whole batch runs instead.
+  del batch["noise_id"]
+  np.testing.assert_array_equal(run(state, batch, key, 3)[1], run(state, batch, key, None)[1])
