@@ -164,16 +164,44 @@ def _topk_cost_gap(graphdef, state, batch_size: int, d: int, dtype, chunk: int |
   return max(f_full - f_stream, 0.0), max(b_full - b_stream, 0.0)
 
 
+def _group_widths(src: np.ndarray, group_size: int, widths) -> dict[int, int]:
+  """{width: groups} of `inference.top_k`'s micro-batches of a host batch's src (one group of the
+  whole batch at its width when group_size covers it): the rows sorted by length, as top_k does."""
+  if not widths or group_size >= len(src):
+    return {src.shape[1]: -(-len(src) // group_size)}
+  buckets = sorted({int(w) for w in widths if 0 < int(w) < src.shape[1]} | {src.shape[1]})
+  counts: dict[int, int] = {}
+  for _, _, width in pipeline.length_sorted_batches(src, group_size, buckets):
+    counts[width] = counts.get(width, 0) + 1
+  return counts
+
+
+def _whole_batch_cost(recommend, graphdef, state, batch, rng, steps: int, cfg_batched, d: int,
+                      dtype, topk_chunk) -> tuple[float | None, float | None]:
+  """FLOPs and bytes of `recommend` over the whole of `batch` at once, its loops counted in full:
+  XLA's cost analysis counts a loop body once, so the other steps-1 denoiser calls and the other
+  chunks of the streamed top-k are added by hand."""
+  flops, bytes_ = _cost(recommend.lower(state, batch, rng, None, ()).compile())
+  step_flops, step_bytes = _denoiser_step_cost(graphdef, state, batch, cfg_batched)
+  gap_flops, gap_bytes = _topk_cost_gap(graphdef, state, batch["src"].shape[0], d, dtype,
+                                        topk_chunk)
+  if flops:
+    flops += (steps - 1) * (step_flops or 0.0) + gap_flops
+  if bytes_:
+    bytes_ += (steps - 1) * (step_bytes or 0.0) + gap_bytes
+  return flops, bytes_
+
+
 def bench_sampling(setup, state, batch_size: int, sampler: str, steps: int, precision: str,
                    repeats: int, peak: dict | None = None, topk_chunk: int | None = None,
                    graphdef=None, run: bool = True, cfg_batched: bool | None = None,
-                   host: dict | None = None, micro_batch: int | None = None) -> dict:
+                   host: dict | None = None, grouping: tuple = (None, ())) -> dict:
   """One sampling row. topk_chunk: items per chunk of the streamed top-k (None: full scores, then
   `lax.top_k`). graphdef: another model's (e.g. a synthetic catalogue), with its state. run=False:
   compile and analyse only (FLOPs, memory), no timing. cfg_batched: CFG's form (see
   `LGCD.sampling_denoiser`; None: the backend's default). host: the batch to sample (default: the
-  valid split's first users, tiled to batch_size, maxlen wide). micro_batch: users per group of
-  `inference.top_k`'s lax.map (None: the whole batch at once)."""
+  valid split's first users, tiled to batch_size, maxlen wide). grouping: `inference.top_k`'s
+  (micro_batch, group_widths) ((None, ()): the whole batch at once)."""
   c = setup.config
   if host is None:
     eval_batch = next(iter(pipeline.eval_batches(
@@ -186,34 +214,37 @@ def bench_sampling(setup, state, batch_size: int, sampler: str, steps: int, prec
   batch = sharding.put_batch(setup.mesh, _cast_floats(host, dtype))
   model_state = _cast_floats(state, dtype)
   graphdef = graphdef or setup.graphdef
+  micro_batch, group_widths = grouping
+  if not micro_batch or micro_batch >= batch_size:
+    micro_batch, group_widths = None, ()
 
-  @functools.partial(jax.jit, static_argnums=3)
-  def recommend(state, batch, rng, micro_batch):
+  @functools.partial(jax.jit, static_argnums=(3, 4))
+  def recommend(state, batch, rng, micro_batch, group_widths):
     model, _ = nnx.merge(graphdef, state)
     if cfg_batched is not None:
       model.sampling_denoiser = functools.partial(model.sampling_denoiser, cfg_batched=cfg_batched)
-    return inference.top_k(model, batch, rng, sampler, steps, 10, topk_chunk, micro_batch)
+    return inference.top_k(model, batch, rng, sampler, steps, 10, topk_chunk, micro_batch,
+                           tuple(group_widths))
 
   rng = jax.random.key(0)
   start = time.perf_counter()
-  compiled = recommend.lower(model_state, batch, rng, micro_batch).compile()
+  compiled = recommend.lower(model_state, batch, rng, micro_batch, tuple(group_widths)).compile()
   compile_s = time.perf_counter() - start
-  # XLA's cost analysis counts a loop body once, so the micro-batches' lax.map would count one
-  # group: the FLOPs and bytes are those of the same computation over the whole batch.
-  flops, bytes_ = _cost(compiled if not micro_batch else
-                        recommend.lower(model_state, batch, rng, None).compile())
-  # XLA's cost analysis counts a loop body once: add the other steps-1 denoiser calls by hand.
-  step_flops, step_bytes = _denoiser_step_cost(graphdef, model_state, batch, cfg_batched)
-  if flops and step_flops:
-    flops += (steps - 1) * step_flops
-  if bytes_ and step_bytes:
-    bytes_ += (steps - 1) * step_bytes
-  gap_flops, gap_bytes = _topk_cost_gap(graphdef, model_state, batch_size, setup.config.model.d,
-                                        dtype, topk_chunk)
-  if flops:
-    flops += gap_flops
-  if bytes_:
-    bytes_ += gap_bytes
+  # XLA's cost analysis counts a loop body once (the micro-batches' lax.map, the reverse chain,
+  # the streamed top-k) and one lax.switch branch: cost the whole-batch computation of each
+  # group's width instead, and weight it by the group's rows.
+  group_size = micro_batch or batch_size
+  flops = bytes_ = 0.0
+  for width, count in _group_widths(host["src"], group_size, group_widths).items():
+    part = {k: v[:group_size] for k, v in host.items()}
+    part["src"] = part["src"][:, part["src"].shape[1] - width:]
+    part = _cast_floats(part, dtype)
+    part = (sharding.put_batch(setup.mesh, part) if group_size == batch_size
+            else jax.device_put(part))
+    f, b = _whole_batch_cost(recommend, graphdef, model_state, part, rng, steps, cfg_batched,
+                             setup.config.model.d, dtype, topk_chunk)
+    flops = None if flops is None or f is None else flops + count * f
+    bytes_ = None if bytes_ is None or b is None else bytes_ + count * b
   times = _time(lambda: compiled(model_state, batch, rng), repeats) if run else [float("nan")]
   median = statistics.median(times)
   row = {
@@ -222,7 +253,7 @@ def bench_sampling(setup, state, batch_size: int, sampler: str, steps: int, prec
       "spread_s": max(times) - min(times),
       "flops_per_user": flops / batch_size if flops else None,
       "bytes_per_user": bytes_ / batch_size if bytes_ else None,
-      "topk_chunk": topk_chunk, "micro_batch": micro_batch,
+      "topk_chunk": topk_chunk, "micro_batch": micro_batch, "group_widths": list(group_widths),
       "items": int(nnx.merge(graphdef, state)[0].tgt_table.num_items),
       **_memory(compiled),
   }
@@ -265,7 +296,7 @@ def population_batches(setup, batch_size: int, buckets) -> list[dict]:
 
 def bench_population(setup, state, batch_size: int, sampler: str, steps: int, buckets,
                      repeats: int, topk_chunk: int | None = None,
-                     micro_batch: int | None = None) -> dict:
+                     grouping: tuple = (None, ())) -> dict:
   """The default sampler + top-10 over `population_batches`, float32: one compiled function per
   width, timed and costed on the first batch of that width (`bench_sampling`), then summed over the
   widths' batch counts. users_per_s and flops_per_user are per real user (the padded rows of the
@@ -280,7 +311,7 @@ def bench_population(setup, state, batch_size: int, sampler: str, steps: int, bu
   for width, group in sorted(by_width.items()):
     host = {k: v for k, v in group[0].items() if k != "weight"}
     row = bench_sampling(setup, state, batch_size, sampler, steps, "float32", repeats,
-                         topk_chunk=topk_chunk, host=host, micro_batch=micro_batch)
+                         topk_chunk=topk_chunk, host=host, grouping=grouping)
     seconds += len(group) * row["median_s"]
     flops = None if flops is None or not row["flops_per_user"] else (
         flops + len(group) * batch_size * row["flops_per_user"])
@@ -373,7 +404,7 @@ def bench_topk(setup, state, batch_size: int, chunks, repeats: int) -> list[dict
 
 
 def bench_catalogue(setup, batch_size: int, num_items: int, topk_chunk: int | None,
-                    repeats: int, micro_batch: int | None = None) -> list[dict]:
+                    repeats: int, grouping: tuple = (None, ())) -> list[dict]:
   """Sampling (the config's default sampler) + top-10 over a synthetic catalogue of num_items
   target items (fresh weights, no titles) at float32: the streamed top-k timed, with its peak
   memory, and the full-scores top-k compiled only, for its peak memory."""
@@ -389,7 +420,7 @@ def bench_catalogue(setup, batch_size: int, num_items: int, topk_chunk: int | No
   for chunk, run in ((topk_chunk, True), (None, False)):
     rows.append(bench_sampling(setup, state, batch_size, sampler, steps, "float32", repeats,
                                topk_chunk=chunk, graphdef=graphdef, run=run,
-                               micro_batch=micro_batch))
+                               grouping=grouping))
   return rows
 
 
@@ -432,8 +463,9 @@ def run(config, workdir: str | None, batch_sizes, precisions, repeats: int, trai
   catalogue: items of a synthetic-catalogue row (0: none); train_steps=0: no train step;
   profile_dir: trace the train steps there (see `bench_train`); population_buckets: widths of a
   row over every source-domain history in length-bucketed batches (`bench_population`; empty:
-  none); micro_batch: users per group of the sampler's lax.map (None: the backend's default,
-  `inference.default_micro_batch`; 0: the whole batch at once)."""
+  none); micro_batch: users per group of the sampler's lax.map, sorted by length and each cut to
+  its width (None: the backend's default, `inference.default_grouping`; 0: the whole batch at
+  once, maxlen wide)."""
   workdir = Path(workdir or "workdirs/bench")
   ds = loading.load_dataset(config, workdir)
   setup = builder.build(config, ds, workdir)
@@ -446,7 +478,10 @@ def run(config, workdir: str | None, batch_sizes, precisions, repeats: int, trai
     if restored is not None:
       state = sharding.put_replicated(setup.mesh, restored[0])
   topk_chunk = scoring.DEFAULT_CHUNK if topk_chunk is None else (topk_chunk or None)
-  micro_batch = inference.default_micro_batch() if micro_batch is None else (micro_batch or None)
+  default_size, default_widths = inference.default_grouping()
+  grouping = ((default_size, default_widths) if micro_batch is None
+              else (micro_batch, default_widths or inference.GROUP_WIDTHS) if micro_batch
+              else (None, ()))
   m = setup.config.model
   chain = m.guess_start_step if m.use_guesser else m.diffusion_steps
   samplers = [("ddim", min(m.sample_steps, chain)), ("ddpm", chain)]
@@ -461,7 +496,7 @@ def run(config, workdir: str | None, batch_sizes, precisions, repeats: int, trai
       for precision in precisions:
         rows.append(bench_sampling(setup, state, b, sampler, steps, precision, repeats, peak,
                                    topk_chunk=topk_chunk, cfg_batched=cfg_batched,
-                                   micro_batch=micro_batch))
+                                   grouping=grouping))
         print(_format_row(rows[-1]), file=sys.stderr, flush=True)
   result = {
       "device": f"{jax.device_count()} x {device.device_kind} ({device.platform})",
@@ -480,10 +515,10 @@ def run(config, workdir: str | None, batch_sizes, precisions, repeats: int, trai
     except ValueError as e:
       raise UserError(str(e)) from None
     result["population"] = bench_population(setup, state, batch_sizes[0], *samplers[0], buckets,
-                                            repeats, topk_chunk, micro_batch)
+                                            repeats, topk_chunk, grouping)
   if catalogue:
     result["catalogue"] = bench_catalogue(setup, batch_sizes[0], int(catalogue), topk_chunk,
-                                          max(1, min(repeats, 2)), micro_batch)
+                                          max(1, min(repeats, 2)), grouping)
   if train_steps:
     result["train"] = bench_train(setup, state, train_steps, peak, profile_dir)
   return result
@@ -551,9 +586,10 @@ def _define_flags():
   flags.DEFINE_integer("train_steps", 20, "Timed train steps (0: no train row).")
   flags.DEFINE_integer("topk_chunk", None, "Items per chunk of the streamed top-k (default: "
                        "lgcd_jax.model.scoring.DEFAULT_CHUNK; 0: full scores, then lax.top_k).")
-  flags.DEFINE_integer("micro_batch", None, "Users per micro-batch of the sampler's lax.map "
-                       "(default: lgcd_jax.inference.default_micro_batch() for the backend; 0: "
-                       "the whole batch at once).")
+  flags.DEFINE_integer("micro_batch", None, "Users per micro-batch of the sampler's lax.map, "
+                       "sorted by length and cut to the width each needs (default: "
+                       "lgcd_jax.inference.default_grouping() for the backend; 0: the whole "
+                       "batch at once, maxlen wide).")
   flags.DEFINE_list("topk_sweep", [], "Also time scoring + top-10 alone at these chunk sizes "
                     "(0: full scores), at the first batch size.")
   flags.DEFINE_integer("catalogue", 0, "Also a row over a synthetic catalogue of this many target "
@@ -613,8 +649,10 @@ def main(argv):
           f"float32 {p['float32']:.2e} FLOP/s, bfloat16 {p['bfloat16']:.2e} FLOP/s, "
           f"{p['bandwidth']:.2e} B/s; ridge float32 {p['float32'] / p['bandwidth']:.1f} FLOP/B")
   if result["sampling"]:
-    mb = result["sampling"][0].get("micro_batch")
-    print(f"sampling in micro-batches of {mb} users" if mb else "sampling the whole batch at once")
+    r = result["sampling"][0]
+    print(f"sampling in micro-batches of {r['micro_batch']} users sorted by length, cut to widths "
+          f"{r['group_widths'] or 'maxlen'}" if r.get("micro_batch")
+          else "sampling the whole batch at once")
   print(HEADER)
   for row in result["sampling"]:
     print(_format_row(row))

@@ -9,12 +9,14 @@ per-user id, `user_keys`), so a user's output does not depend on its row, batch 
 `top_k_step` are their compiled forms over an nnx (graphdef, state) pair, whose state is the model's
 or the training (model, optimizer) pair's.
 
-`top_k` can run a batch as a `lax.map` over micro-batches of users (`micro_batch`): the same
-users, keys and results (each user's noise comes from its own noise_id), with working sets that
-stay in the cache. On the CPU that is what bounds the sampler: the reverse chain re-reads every
+`top_k` can run a batch as a `lax.map` over micro-batches of users (`micro_batch`), sorted by
+source length with each group cut to the width it needs (`group_widths`): the same users, keys and
+results (each user's noise comes from its own noise_id), with working sets that stay in the cache
+and no work on padding. On the CPU that is what bounds the sampler: the reverse chain re-reads every
 cross-attention block's cached keys and values at each step (≈ 125 MB at batch 1024 and maxlen 50,
-past a 32 MB L3), and the source encoder's [batch, maxlen, 4d] activations spill as well (BUILD_NOTES, issue
-11, thirteenth session). `default_micro_batch()` is the backend's measured choice.
+past a 32 MB L3), the source encoder's [batch, maxlen, 4d] activations spill as well, and a
+Food-Kitchen history fills 8 of the 50 columns on average (BUILD_NOTES, issue 11, thirteenth
+session). `default_grouping()` is the backend's measured choice.
 """
 
 from __future__ import annotations
@@ -30,14 +32,15 @@ from lgcd_jax.model import scoring
 
 SAMPLE_SEED_OFFSET = 7919  # evaluation and serving draw their sampling noise from seed + this
 
-# Users per micro-batch of `top_k` by backend (none: the whole batch at once). On the 2-core CPU
-# at batch 1024, 128 was the fastest of 32 / 64 / 128 / 256 / whole (BUILD_NOTES, issue 11).
-DEFAULT_MICRO_BATCH = {"cpu": 128}
+# (micro_batch, group_widths) of `top_k` by backend; absent: the whole batch at once. Measured on
+# the 2-core CPU at batch 1024 (BUILD_NOTES, issue 11, thirteenth session).
+GROUP_WIDTHS = (4, 8, 16, 32)
+DEFAULT_GROUPING = {"cpu": (128, GROUP_WIDTHS)}
 
 
-def default_micro_batch() -> int | None:
-  """The measured micro-batch of `top_k` for JAX's default backend (None: the whole batch)."""
-  return DEFAULT_MICRO_BATCH.get(jax.default_backend())
+def default_grouping() -> tuple[int | None, tuple[int, ...]]:
+  """(micro_batch, group_widths) of `top_k` for JAX's default backend ((None, ()): none)."""
+  return DEFAULT_GROUPING.get(jax.default_backend(), (None, ()))
 
 
 def sampling_key(seed: int) -> jax.Array:
@@ -51,17 +54,28 @@ def scores(model, batch: dict, key: jax.Array, sampler: str, steps: int) -> jax.
 
 
 def top_k(model, batch: dict, key: jax.Array, sampler: str, steps: int, k: int,
-          chunk: int | None = scoring.DEFAULT_CHUNK, micro_batch: int | None = None
-          ) -> tuple[jax.Array, jax.Array]:
+          chunk: int | None = scoring.DEFAULT_CHUNK, micro_batch: int | None = None,
+          group_widths: tuple[int, ...] = ()) -> tuple[jax.Array, jax.Array]:
   """([B, k] scores, [B, k] 0-based items) of `scores`, streamed over item chunks (chunk=None: all
-  items at once, then `lax.top_k`). micro_batch: run the users in a `lax.map` over groups of this
-  many (the last padded with copies of its last row, which are dropped); None, or a batch without
-  per-user noise ("noise_id"), whose noise a split would change: all at once."""
+  items at once, then `lax.top_k`).
+
+  micro_batch: run the users in a `lax.map` over groups of this many (the last padded with copies
+  of its last row, which are dropped); None, or a batch without per-user noise ("noise_id"), whose
+  noise a split would change: all at once. group_widths (with micro_batch): sort the users by
+  source length first and cut each group's src to the smallest of these widths that holds it (one
+  `lax.switch` branch per width), as `pipeline.length_sorted_batches` cuts host batches: the
+  columns cut are padding, so only the work changes (the encoder masks padding).
+  """
   def run(b):
     return model.top_k(model.sample(b, user_keys.batch_keys(key, b), sampler, steps), k, chunk)
-  size = batch["src"].shape[0]
+  size, length = batch["src"].shape
   if not micro_batch or micro_batch >= size or "noise_id" not in batch:
     return run(batch)
+  widths = sorted({int(w) for w in group_widths if 0 < int(w) < length} | {length})
+  order = None
+  if len(widths) > 1:
+    order = jnp.argsort(_needed_width(batch["src"]), stable=True)
+    batch = jax.tree.map(lambda a: a[order], batch)
   groups = -(-size // micro_batch)
   pad = groups * micro_batch - size
 
@@ -69,8 +83,24 @@ def top_k(model, batch: dict, key: jax.Array, sampler: str, steps: int, k: int,
     if pad:
       a = jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)], axis=0)
     return a.reshape((groups, micro_batch) + a.shape[1:])
-  out = jax.lax.map(run, jax.tree.map(split, batch))
-  return jax.tree.map(lambda a: a.reshape((groups * micro_batch,) + a.shape[2:])[:size], out)
+
+  def run_group(b):
+    if len(widths) == 1:
+      return run(b)
+    branches = [functools.partial(lambda b, w: run({**b, "src": b["src"][:, length - w:]}), w=w)
+                for w in widths]
+    need = jnp.max(_needed_width(b["src"]))
+    return jax.lax.switch(jnp.searchsorted(jnp.asarray(widths), need), branches, b)
+  out = jax.lax.map(run_group, jax.tree.map(split, batch))
+  out = jax.tree.map(lambda a: a.reshape((groups * micro_batch,) + a.shape[2:])[:size], out)
+  if order is not None:  # back to the batch's rows
+    out = jax.tree.map(lambda a: jnp.zeros_like(a).at[order].set(a), out)
+  return out
+
+
+def _needed_width(src: jax.Array) -> jax.Array:
+  """[B] trailing columns holding each left-padded row's items (`pipeline.needed_width` in jnp)."""
+  return jnp.sum(jnp.cumsum(src != 0, axis=1) > 0, axis=1)
 
 
 def _model(graphdef, state):
@@ -84,8 +114,9 @@ def score_step(graphdef, state, batch, sampler, steps, key):
   return scores(_model(graphdef, state), batch, key, sampler, steps)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3, 4, 6, 7, 8))
+@functools.partial(jax.jit, static_argnums=(0, 3, 4, 6, 7, 8, 9))
 def top_k_step(graphdef, state, batch, sampler, steps, key, k, chunk=scoring.DEFAULT_CHUNK,
-               micro_batch=None):
+               micro_batch=None, group_widths=()):
   """`top_k` of the model in (graphdef, state): one compiled function."""
-  return top_k(_model(graphdef, state), batch, key, sampler, steps, k, chunk, micro_batch)
+  return top_k(_model(graphdef, state), batch, key, sampler, steps, k, chunk, micro_batch,
+               group_widths)

@@ -113,6 +113,8 @@ class Recommender:
     except ValueError as e:
       raise UserError(str(e)) from None
     self.rng = inference.sampling_key(c.seed)
+    # Within a batch too: groups of users sorted by length, each cut to its width (on the CPU).
+    self.grouping = inference.default_grouping()
     self._bridge = None
 
   # --- clues --------------------------------------------------------------------------------------
@@ -283,7 +285,8 @@ class Recommender:
     scores, items = inference.top_k_step(self.graphdef, self.state,
                                          {k: jnp.asarray(v) for k, v in batch.items()},
                                          self.sampler, self.steps, self.rng, topk,
-                                         micro_batch=inference.default_micro_batch())
+                                         micro_batch=self.grouping[0],
+                                         group_widths=self.grouping[1])
     scores, items = np.asarray(scores), np.asarray(items)
     return [{"user": r["user"], "items": self.tgt_ids[items[i]].tolist(),
              "scores": [float(x) for x in scores[i]], "clue_source": sources[i]}

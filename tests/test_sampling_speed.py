@@ -101,25 +101,31 @@ from lgcd_jax import inference  # noqa: E402
 
 @pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
 def test_micro_batched_top_k_equals_the_whole_batch(sampler):
-  # 7 users in groups of 3: two full groups and one padded with copies of the last user. Each
-  # user's noise comes from its noise_id, so every group must give what the whole batch gives.
+  # 7 users in groups of 3 (the last padded with a copy of its last user), sorted by length and cut
+  # to widths 2 / 4 / maxlen. Each user's noise comes from its noise_id, so every group must give
+  # what the whole batch gives, in the batch's row order.
   config = _config(denoiser_layers=2)
   model = _model(config)
   graphdef, state = nnx.split(model)
   batch = _batch(config, batch_size=7)
   batch = {k: jnp.asarray(batch[k]) for k in ("src", "clue", "clue_sim", "summary", "has_summary")}
+  maxlen = batch["src"].shape[1]
+  lengths = np.array([1, maxlen, 2, 3, 1, 4, 2])  # sorting moves rows across groups
+  batch["src"] = jnp.where(jnp.arange(maxlen)[None] >= maxlen - lengths[:, None],
+                           jnp.maximum(batch["src"], 1), 0)
   batch["noise_id"] = jnp.arange(100, 107, dtype=jnp.uint32)
   key = jax.random.key(5)
 
-  @functools.partial(jax.jit, static_argnums=3)
-  def run(state, batch, key, micro_batch):
-    return inference.top_k(nnx.merge(graphdef, state), batch, key, sampler, 4, 5,
-                           chunk=6, micro_batch=micro_batch)
-  want_v, want_i = run(state, batch, key, None)
-  got_v, got_i = run(state, batch, key, 3)
-  assert got_i.shape == (7, 5)
-  np.testing.assert_array_equal(got_i, want_i)
-  np.testing.assert_allclose(got_v, want_v, rtol=1e-5, atol=1e-5)
+  @functools.partial(jax.jit, static_argnums=(3, 4))
+  def run(state, batch, key, micro_batch, widths):
+    return inference.top_k(nnx.merge(graphdef, state), batch, key, sampler, 4, 5, chunk=6,
+                           micro_batch=micro_batch, group_widths=widths)
+  want_v, want_i = run(state, batch, key, None, ())
+  for widths in ((), (2, 4)):
+    got_v, got_i = run(state, batch, key, 3, widths)
+    assert got_i.shape == (7, 5)
+    np.testing.assert_array_equal(got_i, want_i)
+    np.testing.assert_allclose(got_v, want_v, rtol=1e-5, atol=1e-5)
   # Without per-user noise a split would change the users' noise: the whole batch runs instead.
   del batch["noise_id"]
-  np.testing.assert_array_equal(run(state, batch, key, 3)[1], run(state, batch, key, None)[1])
+  np.testing.assert_array_equal(run(state, batch, key, 3, (2, 4))[1], run(state, batch, key, None, ())[1])
