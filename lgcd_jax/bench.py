@@ -176,15 +176,14 @@ def _group_widths(src: np.ndarray, group_size: int, widths) -> dict[int, int]:
   return counts
 
 
-def _whole_batch_cost(recommend, graphdef, state, batch, rng, steps: int, cfg_batched, d: int,
-                      dtype, topk_chunk) -> tuple[float | None, float | None]:
+def _whole_batch_cost(recommend, graphdef, state, batch, rng, steps: int, cfg_batched,
+                      topk_gap: tuple[float, float]) -> tuple[float | None, float | None]:
   """FLOPs and bytes of `recommend` over the whole of `batch` at once, its loops counted in full:
   XLA's cost analysis counts a loop body once, so the other steps-1 denoiser calls and the other
-  chunks of the streamed top-k are added by hand."""
+  chunks of the streamed top-k (`topk_gap`, from `_topk_cost_gap`) are added by hand."""
   flops, bytes_ = _cost(recommend.lower(state, batch, rng, None, ()).compile())
   step_flops, step_bytes = _denoiser_step_cost(graphdef, state, batch, cfg_batched)
-  gap_flops, gap_bytes = _topk_cost_gap(graphdef, state, batch["src"].shape[0], d, dtype,
-                                        topk_chunk)
+  gap_flops, gap_bytes = topk_gap
   if flops:
     flops += (steps - 1) * (step_flops or 0.0) + gap_flops
   if bytes_:
@@ -234,6 +233,7 @@ def bench_sampling(setup, state, batch_size: int, sampler: str, steps: int, prec
   # the streamed top-k) and one lax.switch branch: cost the whole-batch computation of each
   # group's width instead, and weight it by the group's rows.
   group_size = micro_batch or batch_size
+  topk_gap = _topk_cost_gap(graphdef, model_state, group_size, c.model.d, dtype, topk_chunk)
   flops = bytes_ = 0.0
   for width, count in _group_widths(host["src"], group_size, group_widths).items():
     part = {k: v[:group_size] for k, v in host.items()}
@@ -242,7 +242,7 @@ def bench_sampling(setup, state, batch_size: int, sampler: str, steps: int, prec
     part = (sharding.put_batch(setup.mesh, part) if group_size == batch_size
             else jax.device_put(part))
     f, b = _whole_batch_cost(recommend, graphdef, model_state, part, rng, steps, cfg_batched,
-                             setup.config.model.d, dtype, topk_chunk)
+                             topk_gap)
     flops = None if flops is None or f is None else flops + count * f
     bytes_ = None if bytes_ is None or b is None else bytes_ + count * b
   times = _time(lambda: compiled(model_state, batch, rng), repeats) if run else [float("nan")]

@@ -66,11 +66,17 @@ def top_k(model, batch: dict, key: jax.Array, sampler: str, steps: int, k: int,
   `lax.switch` branch per width), as `pipeline.length_sorted_batches` cuts host batches: the
   columns cut are padding, so only the work changes (the encoder masks padding).
   """
-  def run(b):
-    return model.top_k(model.sample(b, user_keys.batch_keys(key, b), sampler, steps), k, chunk)
   size, length = batch["src"].shape
   if not micro_batch or micro_batch >= size or "noise_id" not in batch:
-    return run(batch)
+    return model.top_k(model.sample(batch, user_keys.batch_keys(key, batch), sampler, steps), k,
+                       chunk)
+  # Every group scores the whole catalogue: project its titles once, outside the loop (a table
+  # without titles is only gathered from, so it is left to the chunks).
+  feats = model.tgt_table.features() if model.tgt_table.has_titles else None
+
+  def run(b):
+    return model.top_k(model.sample(b, user_keys.batch_keys(key, b), sampler, steps), k, chunk,
+                       feats)
   widths = sorted({int(w) for w in group_widths if 0 < int(w) < length} | {length})
   order = None
   if len(widths) > 1:

@@ -312,13 +312,15 @@ class LGCD(nnx.Module):
       scores = scores + self.tgt_bias[...][None, :]
     return scores
 
-  def top_k(self, x0_hat: jax.Array, k: int, chunk: int | None = scoring.DEFAULT_CHUNK
-            ) -> tuple[jax.Array, jax.Array]:
+  def top_k(self, x0_hat: jax.Array, k: int, chunk: int | None = scoring.DEFAULT_CHUNK,
+            tgt_feats: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     """The k best items per row by `score` (0-based indices, ties to the lower index, as
-    `lax.top_k`), streamed over item chunks (`scoring.streaming_top_k`; chunk=None: all at once)."""
+    `lax.top_k`), streamed over item chunks (`scoring.streaming_top_k`; chunk=None: all at once).
+    tgt_feats: the target table's `features()`, when the caller has them (else each chunk's rows
+    are looked up and their titles projected)."""
     def item_fn(idx):
       bias = self.tgt_bias[...][idx] if self.tgt_bias is not None else None
-      return self.tgt_table(idx + 1), bias
+      return (self.tgt_table(idx + 1) if tgt_feats is None else tgt_feats[idx + 1]), bias
     return scoring.streaming_top_k(x0_hat, item_fn, self.tgt_table.num_items, k, chunk)
 
   # --- training -----------------------------------------------------------------------------------
