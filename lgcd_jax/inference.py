@@ -35,7 +35,7 @@ SAMPLE_SEED_OFFSET = 7919  # evaluation and serving draw their sampling noise fr
 # (micro_batch, group_widths) of `top_k` by backend; absent: the whole batch at once. Measured on
 # the 2-core CPU at batch 1024 (BUILD_NOTES, issue 11, thirteenth session).
 GROUP_WIDTHS = (4, 8, 16, 32)
-DEFAULT_GROUPING = {"cpu": (128, GROUP_WIDTHS)}
+DEFAULT_GROUPING = {"cpu": (256, GROUP_WIDTHS)}
 
 
 def default_grouping() -> tuple[int | None, tuple[int, ...]]:
