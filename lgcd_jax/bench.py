@@ -230,8 +230,8 @@ def bench_sampling(setup, state, batch_size: int, sampler: str, steps: int, prec
   compiled = recommend.lower(model_state, batch, rng, micro_batch, tuple(group_widths)).compile()
   compile_s = time.perf_counter() - start
   # XLA's cost analysis counts a loop body once (the micro-batches' lax.map, the reverse chain,
-  # the streamed top-k) and one lax.switch branch: cost the whole-batch computation of each
-  # group's width instead, and weight it by the group's rows.
+  # the streamed top-k) and one lax.switch branch: cost the whole-group computation at each width
+  # instead, times the number of groups at that width.
   group_size = micro_batch or batch_size
   topk_gap = _topk_cost_gap(graphdef, model_state, group_size, c.model.d, dtype, topk_chunk)
   flops = bytes_ = 0.0
