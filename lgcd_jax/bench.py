@@ -169,9 +169,9 @@ def _group_widths(src: np.ndarray, group_size: int, widths) -> dict[int, int]:
   whole batch at its width when group_size covers it): the rows sorted by length, as top_k does."""
   if not widths or group_size >= len(src):
     return {src.shape[1]: -(-len(src) // group_size)}
-  buckets = sorted({int(w) for w in widths if 0 < int(w) < src.shape[1]} | {src.shape[1]})
   counts: dict[int, int] = {}
-  for _, _, width in pipeline.length_sorted_batches(src, group_size, buckets):
+  for _, _, width in pipeline.length_sorted_batches(
+      src, group_size, inference.group_buckets(widths, src.shape[1])):
     counts[width] = counts.get(width, 0) + 1
   return counts
 

@@ -77,7 +77,7 @@ def top_k(model, batch: dict, key: jax.Array, sampler: str, steps: int, k: int,
   def run(b):
     return model.top_k(model.sample(b, user_keys.batch_keys(key, b), sampler, steps), k, chunk,
                        feats)
-  widths = sorted({int(w) for w in group_widths if 0 < int(w) < length} | {length})
+  widths = group_buckets(group_widths, length)
   order = None
   if len(widths) > 1:
     order = jnp.argsort(_needed_width(batch["src"]), stable=True)
@@ -90,18 +90,23 @@ def top_k(model, batch: dict, key: jax.Array, sampler: str, steps: int, k: int,
       a = jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)], axis=0)
     return a.reshape((groups, micro_batch) + a.shape[1:])
 
-  def run_group(b):
-    if len(widths) == 1:
-      return run(b)
-    branches = [functools.partial(lambda b, w: run({**b, "src": b["src"][:, length - w:]}), w=w)
-                for w in widths]
+  branches = [functools.partial(lambda b, w: run({**b, "src": b["src"][:, length - w:]}), w=w)
+               for w in widths]
+
+  def run_cut(b):  # the group at the smallest width that holds its longest history
     need = jnp.max(_needed_width(b["src"]))
     return jax.lax.switch(jnp.searchsorted(jnp.asarray(widths), need), branches, b)
-  out = jax.lax.map(run_group, jax.tree.map(split, batch))
+  out = jax.lax.map(run if len(widths) == 1 else run_cut, jax.tree.map(split, batch))
   out = jax.tree.map(lambda a: a.reshape((groups * micro_batch,) + a.shape[2:])[:size], out)
   if order is not None:  # back to the batch's rows
     out = jax.tree.map(lambda a: jnp.zeros_like(a).at[order].set(a), out)
   return out
+
+
+def group_buckets(group_widths, length: int) -> list[int]:
+  """The widths `top_k` cuts groups of a `length`-wide batch to: group_widths below length, sorted,
+  then length itself (which holds every row)."""
+  return sorted({int(w) for w in group_widths if 0 < int(w) < length} | {int(length)})
 
 
 def _needed_width(src: jax.Array) -> jax.Array:

@@ -2,8 +2,8 @@
 
 On jaxlib 0.10's CPU backend, XLA hands dots *with the elementwise work around them* to YNNPACK
 ("ynn_fusion"), and such a fusion materialises every broadcast constant it reads: the tanh-GELU of
-the source encoder wrote four [1024, 50, 256] float32 constants per call (a third of the
-encoder's time in a profile). `xla_cpu_experimental_ynn_fusion_type=individual_dot` keeps YNNPACK
+the source encoder wrote four [1024, 50, 256] float32 constants per call (21 % of the
+encoder's op time in a profile). `xla_cpu_experimental_ynn_fusion_type=individual_dot` keeps YNNPACK
 for the dots alone. Measured with the bench (BUILD_NOTES, issue 11, thirteenth session): DDIM-10
 sampling +16 %, DDPM-50 +11 %, the train steps +6-8 %, results equal up to float rounding.
 
