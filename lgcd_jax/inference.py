@@ -70,13 +70,13 @@ def top_k(model, batch: dict, key: jax.Array, sampler: str, steps: int, k: int,
   if not micro_batch or micro_batch >= size or "noise_id" not in batch:
     return model.top_k(model.sample(batch, user_keys.batch_keys(key, batch), sampler, steps), k,
                        chunk)
-  # Every group scores the whole catalogue: project its titles once, outside the loop (a table
-  # without titles is only gathered from, so it is left to the chunks).
+  # Every group scores the whole catalogue and looks up its clue items: project the target titles
+  # once, outside the loop (a table without titles is only gathered from: left to each use).
   feats = model.tgt_table.features() if model.tgt_table.has_titles else None
 
   def run(b):
-    return model.top_k(model.sample(b, user_keys.batch_keys(key, b), sampler, steps), k, chunk,
-                       feats)
+    x0_hat = model.sample(b, user_keys.batch_keys(key, b), sampler, steps, tgt_feats=feats)
+    return model.top_k(x0_hat, k, chunk, feats)
   widths = group_buckets(group_widths, length)
   order = None
   if len(widths) > 1:

@@ -252,6 +252,40 @@ def test_ddim_eta0_matches_reference_loop(start_step, num_steps):
   np.testing.assert_allclose(out, x, rtol=1e-4, atol=1e-5)
 
 
+def _eqns(jaxpr):
+  """Every equation of jaxpr, those of inner jaxprs (jit, scan bodies, vmap) included."""
+  for eqn in jaxpr.eqns:
+    yield eqn
+    for v in eqn.params.values():
+      for sub in v if isinstance(v, (tuple, list)) else [v]:
+        inner = getattr(sub, "jaxpr", sub)
+        if isinstance(inner, jax.extend.core.Jaxpr):
+          yield from _eqns(inner)
+
+
+def _scan_draws_random_bits(jaxpr) -> bool:
+  scans = [e for e in _eqns(jaxpr) if e.primitive.name == "scan"]
+  assert len(scans) == 1
+  return any(e.primitive.name == "random_bits" for e in _eqns(scans[0].params["jaxpr"].jaxpr))
+
+
+@pytest.mark.parametrize("row_keys", [False, True])
+def test_ddim_eta0_draws_no_step_noise_and_gives_the_noisy_path_at_eta_0(row_keys):
+  # eta = 0 as a number skips the per-step noise; a traced eta of 0 takes the general path, whose
+  # sigma * z is 0: the two must agree (up to float rounding), with one key or per-row keys.
+  num_train = 20
+  s = dif.make_schedule("linear", num_train, 1e-3, 0.2)
+  rng = jax.random.split(jax.random.PRNGKey(3), B) if row_keys else jax.random.PRNGKey(3)
+  fn = _affine_jax(num_train)
+  skip = jax.jit(lambda r: dif.ddim_sample(fn, s, r, x_start=_x0(1), start_step=12, num_steps=4))
+  general = jax.jit(lambda r, eta: dif.ddim_sample(fn, s, r, x_start=_x0(1), start_step=12,
+                                                   num_steps=4, eta=eta))
+  np.testing.assert_allclose(skip(rng), general(rng, jnp.float32(0.0)), rtol=1e-6, atol=1e-6)
+  assert not _scan_draws_random_bits(jax.make_jaxpr(skip)(rng).jaxpr)
+  assert _scan_draws_random_bits(jax.make_jaxpr(general)(rng, jnp.float32(0.0)).jaxpr)
+  assert np.max(np.abs(np.asarray(general(rng, jnp.float32(1.0)) - skip(rng)))) > 1e-3
+
+
 def test_ddim_full_steps_vs_ddpm():
   """Which DDIM/DDPM relations hold with S = T, and which do not.
 

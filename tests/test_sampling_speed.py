@@ -68,20 +68,35 @@ def test_denoiser_step_matches_call_with_per_row_steps():
 from lgcd_jax.model import scoring  # noqa: E402
 
 
-@pytest.mark.parametrize("chunk", [7, 16, 50, 64])
-def test_streaming_top_k_equals_full_top_k_with_ties(chunk):
-  rs = np.random.RandomState(0)
-  n, d, k = 50, 4, 9
-  # Integer-valued features give many exactly equal scores across and within chunks.
+@pytest.mark.parametrize("chunk,block", [(7, 1), (7, 3), (16, 4), (16, 32), (50, 5), (64, 8),
+                                         (9, 2), (20, 6)])
+@pytest.mark.parametrize("k", [1, 9, 23])
+def test_streaming_top_k_equals_full_top_k_with_ties(chunk, block, k):
+  rs = np.random.RandomState(k)
+  n, d = 50, 4
+  # Integer-valued features give many exactly equal scores across and within chunks and blocks;
+  # k * block above n, chunks that do not divide n and blocks that do not divide chunks included.
   emb = jnp.asarray(rs.randint(-1, 2, (n, d)).astype(np.float32))
   bias = jnp.asarray(rs.randint(0, 2, n).astype(np.float32))
   x = jnp.asarray(rs.randint(-1, 2, (6, d)).astype(np.float32))
   item_fn = lambda idx: (emb[idx], bias[idx])
   want_v, want_i = jax.lax.top_k(x @ emb.T + bias[None], k)
-  got_v, got_i = jax.jit(scoring.streaming_top_k, static_argnums=(1, 2, 3, 4))(
-      x, item_fn, n, k, chunk)
+  got_v, got_i = jax.jit(scoring.streaming_top_k, static_argnums=(1, 2, 3, 4, 5))(
+      x, item_fn, n, k, chunk, block)
   np.testing.assert_array_equal(got_i, want_i)
   np.testing.assert_array_equal(got_v, want_v)
+
+
+def test_streaming_top_k_of_random_scores_over_many_chunks():
+  rs = np.random.RandomState(1)
+  n, d, k = 3000, 8, 10
+  emb = jnp.asarray(rs.randn(n, d).astype(np.float32))
+  x = jnp.asarray(rs.randn(5, d).astype(np.float32))
+  item_fn = lambda idx: (emb[idx], None)
+  want_v, want_i = scoring.full_top_k(x, item_fn, n, k)
+  got_v, got_i = scoring.streaming_top_k(x, item_fn, n, k, chunk=256, block=16)
+  np.testing.assert_array_equal(got_i, want_i)
+  np.testing.assert_allclose(got_v, want_v, rtol=1e-6)
 
 
 def test_model_top_k_equals_top_k_of_score():

@@ -316,13 +316,18 @@ def ddim_sample(denoise_fn: DenoiseFn, schedule: Schedule, rng: jax.Array, *, nu
                     dtype=dtype)
   abar = schedule.alphas_cumprod[taus]
   abar_prev = jnp.concatenate([abar[1:], jnp.ones((1,), abar.dtype)])
-  keys = _split(loop_rng, len(taus))
+  # eta = 0 given as a number (the default): sigma is 0 at every step, so no step noise is drawn
+  # (with per-row keys its hashing cost as much as a small denoiser step); x is the same.
+  noiseless = isinstance(eta, (int, float)) and eta == 0
+  keys = None if noiseless else _split(loop_rng, len(taus))
 
   def step(x_t, inputs):
     t, a, a_prev, key = inputs
     a, a_prev = a.astype(x_t.dtype), a_prev.astype(x_t.dtype)
     x0_hat = _predict(denoise_fn, x_t, t)
     eps_hat = (x_t - jnp.sqrt(a) * x0_hat) / jnp.sqrt(1 - a)
+    if noiseless:
+      return jnp.sqrt(a_prev) * x0_hat + jnp.sqrt(jnp.maximum(1 - a_prev, 0)) * eps_hat, None
     sigma = (jnp.asarray(eta, x_t.dtype) * jnp.sqrt((1 - a_prev) / (1 - a))
              * jnp.sqrt(jnp.maximum(1 - a / a_prev, 0)))
     direction = jnp.sqrt(jnp.maximum(1 - a_prev - sigma**2, 0)) * eps_hat

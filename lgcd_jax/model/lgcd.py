@@ -484,7 +484,8 @@ class LGCD(nnx.Module):
     return lambda x_t, t: self.denoiser.step(x_t, t[0], cache)[0]
 
   def sample(self, batch: Batch, rng: jax.Array, sampler: str | None = None,
-             steps: int | None = None, cached: bool = True) -> jax.Array:
+             steps: int | None = None, cached: bool = True,
+             tgt_feats: jax.Array | None = None) -> jax.Array:
     """Generates x0_hat [B, d] for an eval (or pair) batch on the real pathway.
 
     Args:
@@ -494,11 +495,13 @@ class LGCD(nnx.Module):
       steps: DDIM steps S (static); default config.model.sample_steps, capped at the chain length
         (T' with the guesser, T without). Ignored by DDPM, which visits every step.
       cached: compute the condition-only work once per batch (see `sampling_denoiser`).
+      tgt_feats: the target table's `features()`, when the caller has them (the clue tokens'
+        features are then gathered from them).
     """
     sampler = sampler or self.settings.sampler
     if sampler not in SAMPLERS:
       raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
-    cond = self.conditions(batch)
+    cond = self.conditions(batch, tgt_feats=tgt_feats)
     batch_size = batch["src"].shape[0]
     pathway = self.pathway(jnp.ones((batch_size,), jnp.int32))
     anchor = self.anchor(batch["src"], sampling=True)
