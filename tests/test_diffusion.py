@@ -286,6 +286,21 @@ def test_ddim_eta0_draws_no_step_noise_and_gives_the_noisy_path_at_eta_0(row_key
   assert np.max(np.abs(np.asarray(general(rng, jnp.float32(1.0)) - skip(rng)))) > 1e-3
 
 
+@pytest.mark.parametrize("row_keys", [False, True])
+def test_ddpm_noise_drawn_before_the_loop_equals_noise_drawn_per_step(row_keys, monkeypatch):
+  num_train = 12
+  s = dif.make_schedule("linear", num_train, 1e-3, 0.2)
+  rng = jax.random.split(jax.random.PRNGKey(8), B) if row_keys else jax.random.PRNGKey(8)
+  fn = _affine_jax(num_train)
+  # A new function for each setting: JAX caches a function's trace, and the setting is a global.
+  sample = lambda: (lambda r: dif.ddpm_sample(fn, s, r, shape=(B, D)))
+  predrawn = jax.jit(sample())(rng)
+  assert _scan_draws_random_bits(jax.make_jaxpr(sample())(rng).jaxpr) is False
+  monkeypatch.setattr(dif, "PREDRAW_NOISE_BYTES", 0)
+  assert _scan_draws_random_bits(jax.make_jaxpr(sample())(rng).jaxpr) is True
+  np.testing.assert_allclose(predrawn, jax.jit(sample())(rng), rtol=1e-5, atol=1e-6)
+
+
 def test_ddim_full_steps_vs_ddpm():
   """Which DDIM/DDPM relations hold with S = T, and which do not.
 

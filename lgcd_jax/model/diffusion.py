@@ -230,6 +230,10 @@ def _predict(denoise_fn: DenoiseFn, x: jnp.ndarray, t: jnp.ndarray) -> jnp.ndarr
   return denoise_fn(x, t_batch).astype(x.dtype)
 
 
+# DDPM draws its per-step noise before the reverse loop when all of it fits in this many bytes.
+PREDRAW_NOISE_BYTES = 64 << 20
+
+
 def ddpm_sample(denoise_fn: DenoiseFn, schedule: Schedule, rng: jax.Array, *,
                 shape: tuple[int, ...] | None = None, x_start: jnp.ndarray | None = None,
                 start_step: int | None = None, deterministic: bool = False,
@@ -257,6 +261,12 @@ def ddpm_sample(denoise_fn: DenoiseFn, schedule: Schedule, rng: jax.Array, *,
                     dtype=dtype)
   steps = jnp.arange(start_step - 1, -1, -1, dtype=jnp.int32)
   keys = _split(loop_rng, start_step)
+  # Every step's noise drawn before the loop, from the same keys, when it is small: drawn step by
+  # step from per-row keys it took a third of a DDPM-50 chain's op time on the CPU.
+  predraw = (not deterministic
+             and start_step * x.size * jnp.dtype(x.dtype).itemsize <= PREDRAW_NOISE_BYTES)
+  if predraw:
+    keys = jax.vmap(lambda k: _normal(k, x.shape, x.dtype))(keys)
 
   def step(x_t, inputs):
     t, key = inputs
@@ -264,7 +274,7 @@ def ddpm_sample(denoise_fn: DenoiseFn, schedule: Schedule, rng: jax.Array, *,
     mean, variance, _ = q_posterior_mean_variance(schedule, x0_hat, x_t, t)
     if deterministic:
       return mean, None
-    noise = _normal(key, x_t.shape, x_t.dtype)
+    noise = key if predraw else _normal(key, x_t.shape, x_t.dtype)
     return mean + jnp.sqrt(variance) * noise, None
 
   x, _ = jax.lax.scan(step, x, (steps, keys))
