@@ -255,7 +255,8 @@ def bench_sampling(setup, state, batch_size: int, sampler: str, steps: int, prec
   median = statistics.median(times)
   row = {
       "batch_size": batch_size, "sampler": sampler, "steps": steps, "precision": precision,
-      "users_per_s": batch_size / median, "compile_s": compile_s, "median_s": median,
+      "users_per_s": batch_size / median, "best_users_per_s": batch_size / min(times),
+      "compile_s": compile_s, "median_s": median,
       "spread_s": max(times) - min(times),
       "flops_per_user": flops / batch_size if flops else None,
       "bytes_per_user": bytes_ / batch_size if bytes_ else None,
@@ -554,13 +555,22 @@ def run_peer(python: str, result: dict, batch_size: int, repeats: int) -> dict:
 
 
 def print_peer(result: dict) -> None:
+  """The peer's users/s and each row's ratio to it: of the medians, and of the best repeats (on a
+  shared machine, where other load comes in bursts, the best is the steadier of the two)."""
   peer = result["peer"]
+  best = peer.get("best_users_per_s")
   print(f"torch peer (DDPM-{peer['T']} + CFG, batch {peer['batch']}, {peer['items']:,} items, "
-        f"torch {peer['torch']}, {peer['threads']} threads): {peer['users_per_s']:,.0f} users/s")
+        f"torch {peer['torch']}, {peer['threads']} threads): {peer['users_per_s']:,.0f} users/s"
+        + (f" (best repeat {best:,.0f})" if best else ""))
   for r in result["sampling"]:
     if r["batch_size"] == peer["batch"]:
-      print(f"  lgcd-jax {r['sampler']}-{r['steps']} {r['precision']}: "
-            f"{r['users_per_s']:,.0f} users/s = {r['users_per_s'] / peer['users_per_s']:.2f}x the peer")
+      line = (f"  lgcd-jax {r['sampler']}-{r['steps']} {r['precision']}: "
+              f"{r['users_per_s']:,.0f} users/s = {r['users_per_s'] / peer['users_per_s']:.2f}x "
+              f"the peer")
+      if best and r.get("best_users_per_s"):
+        line += (f"; best repeats {r['best_users_per_s']:,.0f} users/s = "
+                 f"{r['best_users_per_s'] / best:.2f}x")
+      print(line)
 
 
 def _format_row(r: dict) -> str:

@@ -48,3 +48,19 @@ def test_asking_for_a_missing_accelerator_fails_with_one_line():
   assert bench.require_backend(None, False) is None
   info = bench.device_info()
   assert info["backend"] == "cpu" and info["devices"]
+
+
+def test_peer_ratios_are_of_the_medians_and_of_the_best_repeats(capsys):
+  from lgcd_jax import bench
+  result = {"peer": {"T": 50, "batch": 1024, "items": 100, "torch": "x", "threads": 2,
+                     "users_per_s": 1000.0, "best_users_per_s": 1250.0},
+            "sampling": [{"batch_size": 1024, "sampler": "ddim", "steps": 10,
+                          "precision": "float32", "users_per_s": 2000.0,
+                          "best_users_per_s": 3000.0},
+                         {"batch_size": 256, "sampler": "ddim", "steps": 10,
+                          "precision": "float32", "users_per_s": 9.0, "best_users_per_s": 9.0}]}
+  bench.print_peer(result)
+  out = capsys.readouterr().out
+  assert "1,000 users/s (best repeat 1,250)" in out
+  assert "2,000 users/s = 2.00x the peer; best repeats 3,000 users/s = 2.40x" in out
+  assert "9 users/s" not in out  # another batch size has no peer to compare with
