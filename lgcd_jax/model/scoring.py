@@ -6,7 +6,7 @@ It keeps a running top-k of item *blocks* (`block` consecutive items) by their b
 the blocks' scores, and takes the item top-k of those k blocks at the end. That is exact: every
 item of the top-k scores at least the k-th best score, so its block's best does too, and at most
 k blocks have a best that high (ties: see `streaming_top_k`). On the CPU a `lax.top_k` over
-[batch, k + chunk] per chunk cost twice the scoring matmul; over [batch, k + chunk / block] it
+[batch, k + chunk] per chunk cost 1.7x the scoring matmul; over [batch, k + chunk / block] it
 costs next to nothing (BUILD_NOTES, issue 11, fourteenth session).
 
 This is the serving / benchmarking path (`recommend`, `bench`). Evaluation needs every score (ranks
@@ -83,7 +83,7 @@ def streaming_top_k(x: jax.Array, item_fn: ItemFn, num_items: int, k: int,
     return (best, jnp.take_along_axis(cand_scores, pos[..., None], axis=1),
             jnp.take_along_axis(cand_ids, pos, axis=1)), None
 
-  # Placeholder blocks (-inf, past the last block) lose to every real one.
+  # Placeholder blocks (-inf, ids past the last block) lose to every block with a finite best.
   init = (jnp.full((b, k), -jnp.inf, jnp.float32), jnp.full((b, k, block), -jnp.inf, jnp.float32),
           jnp.full((b, k), num_chunks * blocks_per_chunk, jnp.int32))
   starts = jnp.arange(num_chunks, dtype=jnp.int32) * chunk
