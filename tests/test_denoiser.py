@@ -72,6 +72,7 @@ def test_moe_gate_sums_to_one_and_mixes_experts():
   moe = MoEFusion(6, D, 3, 4, rngs=nnx.Rngs(0))
   # The gate starts uniform (zero kernel); give it weights so the test sees a real mixture.
   moe.gate.kernel[...] = jax.random.normal(jax.random.key(1), moe.gate.kernel.shape)
+  moe.b2[...] = jax.random.normal(jax.random.key(2), moe.b2.shape)  # zeros at init: test it too
   rs = np.random.RandomState(3)
   x = jnp.asarray(rs.randn(B, 6).astype(np.float32))
   gate_in = jnp.asarray(rs.randn(B, 4).astype(np.float32))

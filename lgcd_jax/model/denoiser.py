@@ -74,6 +74,10 @@ class DenoiserCache:
   # for linear / cfg, the pooled read-outs).
   fused_const: jax.Array
   gate: jax.Array  # [B, E] gate probabilities
+  # The first-layer rows a step multiplies, sliced once here rather than at every step (XLA's CPU
+  # backend copied them inside the loop): x_t's (and the read-outs') [E, w, H], the step's [E, d, H].
+  rows_x: jax.Array | None = None
+  rows_step: jax.Array | None = None
 
 
 def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:
@@ -199,7 +203,9 @@ class Denoiser(nnx.Module):
       start = d
     fused_const = self.fusion.first_layer_part(const_in, start) + self.fusion.b1[...]
     return DenoiserCache(pathway=pathway, collab_kv=collab_kv, collab_mask=collab_mask,
-                         sem_kv=sem_kv, sem_mask=sem_mask, fused_const=fused_const, gate=gate)
+                         sem_kv=sem_kv, sem_mask=sem_mask, fused_const=fused_const, gate=gate,
+                         rows_x=self.fusion.first_layer_rows(0, 3 * d if self.uses_attention else d),
+                         rows_step=self.fusion.first_layer_rows(4 * d, d))
 
   def _step_pre(self, x_t: jax.Array, t: jax.Array, cache: DenoiserCache,
                 keys: list) -> tuple[jax.Array, jax.Array]:
@@ -207,9 +213,9 @@ class Denoiser(nnx.Module):
     d = self.d
     t = jnp.asarray(t, jnp.int32)
     emb = self.step_embedding(t.reshape(-1))  # [1, d] for a scalar t, else [B, d]
-    shared = self.fusion.first_layer_part(emb, 4 * d)
+    shared = self.fusion.first_layer_part(emb, 4 * d, cache.rows_step)
     if not self.uses_attention:
-      return shared + self.fusion.first_layer_part(x_t, 0), None
+      return shared + self.fusion.first_layer_part(x_t, 0, cache.rows_x), None
     n = len(self.collab_blocks)
     query = (self.x_proj(x_t) + emb + cache.pathway)[:, None, :]
     collab, sem = query, query
@@ -218,7 +224,7 @@ class Denoiser(nnx.Module):
     for block, kv, r in zip(self.sem_blocks, cache.sem_kv, keys[n:2 * n]):
       sem = block.step(sem, kv, cache.sem_mask, r)
     readout = jnp.concatenate([x_t, self.ln_collab(collab[:, 0]), self.ln_sem(sem[:, 0])], -1)
-    return shared, self.fusion.first_layer_part(readout, 0)
+    return shared, self.fusion.first_layer_part(readout, 0, cache.rows_x)
 
   def step(self, x_t: jax.Array, t: jax.Array, cache: DenoiserCache,
            rng: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
@@ -239,7 +245,10 @@ class Denoiser(nnx.Module):
     finish separately; batched=True: one `step` over the two caches stacked along the batch.
     """
     if batched:
-      both = jax.tree.map(lambda a, b: jnp.concatenate([a, b], 0), cache_cond, cache_uncond)
+      rows = dict(rows_x=cache_cond.rows_x, rows_step=cache_cond.rows_step)  # no batch axis
+      no_rows = dict(rows_x=None, rows_step=None)
+      both = jax.tree.map(lambda a, b: jnp.concatenate([a, b], 0), cache_cond.replace(**no_rows),
+                          cache_uncond.replace(**no_rows)).replace(**rows)
       t = jnp.asarray(t)
       t2 = t if t.ndim == 0 else jnp.concatenate([t, t], 0)
       x0, _ = self.step(jnp.concatenate([x_t, x_t], 0), t2, both)

@@ -69,15 +69,26 @@ class MoEFusion(nnx.Module):
       return jax.nn.softmax(self.gate(gate_in), axis=-1)
     return jnp.ones((batch_size or gate_in.shape[0], 1), dtype or gate_in.dtype)
 
-  def first_layer_part(self, x: jax.Array, start: int) -> jax.Array:
-    """x [B, w] times rows start..start+w of the first layer: [B, E, hidden], no bias."""
-    w = self.w1[...][:, start:start + x.shape[-1]]
-    return jnp.einsum("bi,eih->beh", x, w)
+  def first_layer_rows(self, start: int, width: int) -> jax.Array:
+    """Rows start..start+width of the first layer's weights: [E, width, hidden]."""
+    return self.w1[...][:, start:start + width]
+
+  def first_layer_part(self, x: jax.Array, start: int, rows: jax.Array | None = None
+                       ) -> jax.Array:
+    """x [B, w] times rows start..start+w of the first layer: [B, E, hidden], no bias.
+    rows: those rows (`first_layer_rows`), when the caller sliced them already."""
+    if rows is None:
+      rows = self.first_layer_rows(start, x.shape[-1])
+    return jnp.einsum("bi,eih->beh", x, rows)
 
   def finish(self, pre: jax.Array, probs: jax.Array, rng: jax.Array | None = None
              ) -> tuple[jax.Array, jax.Array]:
     """From the first layer's pre-activation [B, E, hidden] (bias included) to (out, probs)."""
     (r_drop,) = split_rng(rng, 1)
     h = dropout(self.drop, jax.nn.gelu(pre), r_drop)
-    y = jnp.einsum("beh,ehd->bed", h, self.w2[...]) + self.b2[...]
-    return jnp.einsum("be,bed->bd", probs, y), probs
+    # sum_e p_e (h_e w2_e + b2_e) as one [B, E * hidden] x [E * hidden, d] matmul: the per-expert
+    # einsum ran as a batched dot whose layout made the CPU copy w2 at every reverse step.
+    w2 = self.w2[...]
+    e, hidden, d = w2.shape
+    mixed = (probs[..., None] * h).reshape(h.shape[0], e * hidden)
+    return mixed @ w2.reshape(e * hidden, d) + probs @ self.b2[...], probs
