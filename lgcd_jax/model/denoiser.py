@@ -74,8 +74,8 @@ class DenoiserCache:
   # for linear / cfg, the pooled read-outs).
   fused_const: jax.Array
   gate: jax.Array  # [B, E] gate probabilities
-  # The first-layer rows a step multiplies, sliced once here rather than at every step (XLA's CPU
-  # backend copied them inside the loop): x_t's (and the read-outs') [E, w, H], the step's [E, d, H].
+  # The first-layer rows a step multiplies (`MoEFusion.first_layer_rows`), laid out once here
+  # rather than at every step: x_t's (and the read-outs') [w, E * H], the step embedding's [d, E * H].
   rows_x: jax.Array | None = None
   rows_step: jax.Array | None = None
 
@@ -202,9 +202,10 @@ class Denoiser(nnx.Module):
                                   clue_pooled, pathway], -1)
       start = d
     fused_const = self.fusion.first_layer_part(const_in, start) + self.fusion.b1[...]
+    x_width = 3 * d if self.uses_attention else d  # [x_t, read-outs] or x_t alone
     return DenoiserCache(pathway=pathway, collab_kv=collab_kv, collab_mask=collab_mask,
                          sem_kv=sem_kv, sem_mask=sem_mask, fused_const=fused_const, gate=gate,
-                         rows_x=self.fusion.first_layer_rows(0, 3 * d if self.uses_attention else d),
+                         rows_x=self.fusion.first_layer_rows(0, x_width),
                          rows_step=self.fusion.first_layer_rows(4 * d, d))
 
   def _step_pre(self, x_t: jax.Array, t: jax.Array, cache: DenoiserCache,

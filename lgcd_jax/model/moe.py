@@ -70,16 +70,19 @@ class MoEFusion(nnx.Module):
     return jnp.ones((batch_size or gate_in.shape[0], 1), dtype or gate_in.dtype)
 
   def first_layer_rows(self, start: int, width: int) -> jax.Array:
-    """Rows start..start+width of the first layer's weights: [E, width, hidden]."""
-    return self.w1[...][:, start:start + width]
+    """Rows start..start+width of every expert's first layer as one matrix [width, E * hidden]
+    (expert-major columns), the layout a plain matmul wants."""
+    rows = self.w1[...][:, start:start + width]  # [E, width, hidden]
+    return jnp.transpose(rows, (1, 0, 2)).reshape(width, -1)
 
   def first_layer_part(self, x: jax.Array, start: int, rows: jax.Array | None = None
                        ) -> jax.Array:
     """x [B, w] times rows start..start+w of the first layer: [B, E, hidden], no bias.
-    rows: those rows (`first_layer_rows`), when the caller sliced them already."""
+    rows: `first_layer_rows(start, w)`, when the caller has them: a reverse chain's steps then
+    do not slice and transpose w1 at every step (the CPU backend copied it inside the loop)."""
     if rows is None:
       rows = self.first_layer_rows(start, x.shape[-1])
-    return jnp.einsum("bi,eih->beh", x, rows)
+    return (x @ rows).reshape(x.shape[0], self.num_experts, -1)
 
   def finish(self, pre: jax.Array, probs: jax.Array, rng: jax.Array | None = None
              ) -> tuple[jax.Array, jax.Array]:
