@@ -7,7 +7,8 @@ user and pathway, how much to trust the language clue against the collaborative 
 
 With use_moe=False (the ablation) there is a single expert MLP and the gate is a column of ones,
 so the interface (out, gate probs) stays the same. Experts are stored as stacked weights and run as
-one batched einsum rather than E separate modules.
+plain matmuls over all experts at once (the gate-weighted second layer as one [B, E * hidden] x
+[E * hidden, d] product) rather than E separate modules.
 """
 
 from __future__ import annotations
