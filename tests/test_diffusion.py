@@ -256,11 +256,8 @@ def _eqns(jaxpr):
   """Every equation of jaxpr, those of inner jaxprs (jit, scan bodies, vmap) included."""
   for eqn in jaxpr.eqns:
     yield eqn
-    for v in eqn.params.values():
-      for sub in v if isinstance(v, (tuple, list)) else [v]:
-        inner = getattr(sub, "jaxpr", sub)
-        if isinstance(inner, jax.extend.core.Jaxpr):
-          yield from _eqns(inner)
+    for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+      yield from _eqns(sub)
 
 
 def _scan_draws_random_bits(jaxpr) -> bool:
@@ -447,12 +444,7 @@ def test_samplers_jit_equals_eager():
 
 
 def _count_eqns(jaxpr) -> int:
-  n = 0
-  for eqn in jaxpr.eqns:
-    n += 1
-    for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-      n += _count_eqns(sub)
-  return n
+  return sum(1 for _ in _eqns(jaxpr))
 
 
 def _scan_lengths(jaxpr) -> list[int]:

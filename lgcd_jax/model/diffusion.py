@@ -265,19 +265,19 @@ def ddpm_sample(denoise_fn: DenoiseFn, schedule: Schedule, rng: jax.Array, *,
   # step from per-row keys it took a third of a DDPM-50 chain's op time on the CPU.
   predraw = (not deterministic
              and start_step * x.size * jnp.dtype(x.dtype).itemsize <= PREDRAW_NOISE_BYTES)
-  if predraw:
-    keys = jax.vmap(lambda k: _normal(k, x.shape, x.dtype))(keys)
+  # Per step: its noise (predrawn) or the key to draw it from.
+  noise_or_keys = jax.vmap(lambda k: _normal(k, x.shape, x.dtype))(keys) if predraw else keys
 
   def step(x_t, inputs):
-    t, key = inputs
+    t, noise_or_key = inputs
     x0_hat = _predict(denoise_fn, x_t, t)
     mean, variance, _ = q_posterior_mean_variance(schedule, x0_hat, x_t, t)
     if deterministic:
       return mean, None
-    noise = key if predraw else _normal(key, x_t.shape, x_t.dtype)
+    noise = noise_or_key if predraw else _normal(noise_or_key, x_t.shape, x_t.dtype)
     return mean + jnp.sqrt(variance) * noise, None
 
-  x, _ = jax.lax.scan(step, x, (steps, keys))
+  x, _ = jax.lax.scan(step, x, (steps, noise_or_keys))
   return x
 
 
@@ -336,13 +336,13 @@ def ddim_sample(denoise_fn: DenoiseFn, schedule: Schedule, rng: jax.Array, *, nu
     a, a_prev = a.astype(x_t.dtype), a_prev.astype(x_t.dtype)
     x0_hat = _predict(denoise_fn, x_t, t)
     eps_hat = (x_t - jnp.sqrt(a) * x0_hat) / jnp.sqrt(1 - a)
-    if noiseless:
-      return jnp.sqrt(a_prev) * x0_hat + jnp.sqrt(jnp.maximum(1 - a_prev, 0)) * eps_hat, None
-    sigma = (jnp.asarray(eta, x_t.dtype) * jnp.sqrt((1 - a_prev) / (1 - a))
-             * jnp.sqrt(jnp.maximum(1 - a / a_prev, 0)))
+    sigma = 0.0 if noiseless else (jnp.asarray(eta, x_t.dtype) * jnp.sqrt((1 - a_prev) / (1 - a))
+                                   * jnp.sqrt(jnp.maximum(1 - a / a_prev, 0)))
     direction = jnp.sqrt(jnp.maximum(1 - a_prev - sigma**2, 0)) * eps_hat
-    noise = _normal(key, x_t.shape, x_t.dtype)
-    return jnp.sqrt(a_prev) * x0_hat + direction + sigma * noise, None
+    x_prev = jnp.sqrt(a_prev) * x0_hat + direction
+    if noiseless:
+      return x_prev, None
+    return x_prev + sigma * _normal(key, x_t.shape, x_t.dtype), None
 
   x, _ = jax.lax.scan(step, x, (jnp.asarray(taus), abar, abar_prev, keys))
   return x
