@@ -29,6 +29,7 @@ from flax import nnx
 
 from lgcd_jax import user_keys
 from lgcd_jax.model import scoring
+from lgcd_jax.model.lgcd import ItemFeatures
 
 SAMPLE_SEED_OFFSET = 7919  # evaluation and serving draw their sampling noise from seed + this
 
@@ -36,6 +37,11 @@ SAMPLE_SEED_OFFSET = 7919  # evaluation and serving draw their sampling noise fr
 # the 2-core CPU at batch 1024 (BUILD_NOTES, issue 11, thirteenth session).
 GROUP_WIDTHS = (4, 8, 16, 32)
 DEFAULT_GROUPING = {"cpu": (256, GROUP_WIDTHS)}
+# A group of at least this many users whose longest history needs the batch's full width runs as
+# two halves, each cut to its own width: the users are sorted by length, so the shorter half
+# rarely needs the full width, and the encoder's attention grows with the width squared (a
+# Food-Kitchen group of 256 spans 10 to 50 items; BUILD_NOTES, issue 11, fifteenth session).
+SPLIT_WIDEST_MIN = 128
 
 
 def default_grouping() -> tuple[int | None, tuple[int, ...]]:
@@ -48,6 +54,11 @@ def sampling_key(seed: int) -> jax.Array:
   return jax.random.key(int(seed) + SAMPLE_SEED_OFFSET)
 
 
+def item_features(model) -> ItemFeatures:
+  """`LGCD.item_features`: both item tables projected, once per set of weights."""
+  return model.item_features()
+
+
 def scores(model, batch: dict, key: jax.Array, sampler: str, steps: int) -> jax.Array:
   """[B, num_target_items] scores: conditions -> guess -> reverse chain -> <x0_hat, e_i> (+ b_i)."""
   return model.score(model.sample(batch, user_keys.batch_keys(key, batch), sampler, steps))
@@ -55,7 +66,8 @@ def scores(model, batch: dict, key: jax.Array, sampler: str, steps: int) -> jax.
 
 def top_k(model, batch: dict, key: jax.Array, sampler: str, steps: int, k: int,
           chunk: int | None = scoring.DEFAULT_CHUNK, micro_batch: int | None = None,
-          group_widths: tuple[int, ...] = ()) -> tuple[jax.Array, jax.Array]:
+          group_widths: tuple[int, ...] = (), feats: ItemFeatures | None = None
+          ) -> tuple[jax.Array, jax.Array]:
   """([B, k] scores, [B, k] 0-based items) of `scores`, streamed over item chunks (chunk=None: all
   items at once, then `lax.top_k`).
 
@@ -64,19 +76,24 @@ def top_k(model, batch: dict, key: jax.Array, sampler: str, steps: int, k: int,
   noise a split would change: all at once. group_widths (with micro_batch): sort the users by
   source length first and cut each group's src to the smallest of these widths that holds it (one
   `lax.switch` branch per width), as `pipeline.length_sorted_batches` cuts host batches: the
-  columns cut are padding, so only the work changes (the encoder masks padding).
+  columns cut are padding, so only the work changes (the encoder masks padding). A group of at
+  least SPLIT_WIDEST_MIN users (even) that needs the full width runs as two halves, each cut alike.
+
+  feats: the model's `item_features()`, when the caller has them (a server computes them once per
+  checkpoint); else a grouped batch computes them once for all its groups.
   """
   size, length = batch["src"].shape
   if not micro_batch or micro_batch >= size or "noise_id" not in batch:
-    return model.top_k(model.sample(batch, user_keys.batch_keys(key, batch), sampler, steps), k,
-                       chunk)
-  # Every group scores the whole catalogue and looks up its clue items: project the target titles
-  # once, outside the loop (a table without titles is only gathered from: left to each use).
-  feats = model.tgt_table.features() if model.tgt_table.has_titles else None
+    return model.top_k(model.sample(batch, user_keys.batch_keys(key, batch), sampler, steps,
+                                    feats=feats), k, chunk, None if feats is None else feats.tgt)
+  # Every group scores the whole catalogue and looks up its source and clue items: project the
+  # title tables once, outside the loop.
+  if feats is None:
+    feats = model.item_features()
 
   def run(b):
-    x0_hat = model.sample(b, user_keys.batch_keys(key, b), sampler, steps, tgt_feats=feats)
-    return model.top_k(x0_hat, k, chunk, feats)
+    x0_hat = model.sample(b, user_keys.batch_keys(key, b), sampler, steps, feats=feats)
+    return model.top_k(x0_hat, k, chunk, feats.tgt)
   widths = group_buckets(group_widths, length)
   order = None
   if len(widths) > 1:
@@ -90,13 +107,21 @@ def top_k(model, batch: dict, key: jax.Array, sampler: str, steps: int, k: int,
       a = jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)], axis=0)
     return a.reshape((groups, micro_batch) + a.shape[1:])
 
-  branches = [functools.partial(lambda b, w: run({**b, "src": b["src"][:, length - w:]}), w=w)
-               for w in widths]
-
-  def run_cut(b):  # the group at the smallest width that holds its longest history
+  def run_cut(b, branches):  # the group at the smallest width that holds its longest history
     need = jnp.max(_needed_width(b["src"]))
     return jax.lax.switch(jnp.searchsorted(jnp.asarray(widths), need), branches, b)
-  out = jax.lax.map(run if len(widths) == 1 else run_cut, jax.tree.map(split, batch))
+
+  at_width = [functools.partial(lambda b, w: run({**b, "src": b["src"][:, length - w:]}), w=w)
+              for w in widths]
+  branches = at_width
+  if len(widths) > 1 and micro_batch >= SPLIT_WIDEST_MIN and micro_batch % 2 == 0:
+    def run_halves(b):  # sorted users: the first half is the shorter one
+      halves = jax.tree.map(lambda a: a.reshape((2, micro_batch // 2) + a.shape[1:]), b)
+      out = jax.lax.map(lambda h: run_cut(h, at_width), halves)
+      return jax.tree.map(lambda a: a.reshape((micro_batch,) + a.shape[2:]), out)
+    branches = at_width[:-1] + [run_halves]
+  out = jax.lax.map(run if len(widths) == 1 else functools.partial(run_cut, branches=branches),
+                    jax.tree.map(split, batch))
   out = jax.tree.map(lambda a: a.reshape((groups * micro_batch,) + a.shape[2:])[:size], out)
   if order is not None:  # back to the batch's rows
     out = jax.tree.map(lambda a: jnp.zeros_like(a).at[order].set(a), out)
@@ -127,7 +152,13 @@ def score_step(graphdef, state, batch, sampler, steps, key):
 
 @functools.partial(jax.jit, static_argnums=(0, 3, 4, 6, 7, 8, 9))
 def top_k_step(graphdef, state, batch, sampler, steps, key, k, chunk=scoring.DEFAULT_CHUNK,
-               micro_batch=None, group_widths=()):
+               micro_batch=None, group_widths=(), feats=None):
   """`top_k` of the model in (graphdef, state): one compiled function."""
   return top_k(_model(graphdef, state), batch, key, sampler, steps, k, chunk, micro_batch,
-               group_widths)
+               group_widths, feats)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def item_features_step(graphdef, state) -> ItemFeatures:
+  """`item_features` of the model in (graphdef, state), for a caller that keeps them."""
+  return item_features(_model(graphdef, state))

@@ -113,6 +113,9 @@ class Recommender:
     except ValueError as e:
       raise UserError(str(e)) from None
     self.rng = inference.sampling_key(c.seed)
+    # The item tables' projected features are constants of the checkpoint: computed once here
+    # rather than in every batch.
+    self.feats = inference.item_features_step(self.graphdef, self.state)
     # Within a batch too: groups of users sorted by length, each cut to its width (on the CPU).
     self.grouping = inference.default_grouping()
     self._bridge = None
@@ -286,7 +289,7 @@ class Recommender:
                                          {k: jnp.asarray(v) for k, v in batch.items()},
                                          self.sampler, self.steps, self.rng, topk,
                                          micro_batch=self.grouping[0],
-                                         group_widths=self.grouping[1])
+                                         group_widths=self.grouping[1], feats=self.feats)
     scores, items = np.asarray(scores), np.asarray(items)
     return [{"user": r["user"], "items": self.tgt_ids[items[i]].tolist(),
              "scores": [float(x) for x in scores[i]], "clue_source": sources[i]}

@@ -66,6 +66,10 @@ def test_with_title_is_the_call_and_the_title_from_one_projection(titles):
   np.testing.assert_allclose(feats, table(idx), rtol=1e-6, atol=1e-7)
   np.testing.assert_array_equal(title, table.title(idx))
   np.testing.assert_array_equal(feats[0, 0], 0.0)
+  # The tables a server projects once (`LGCD.item_features`) give the same rows by gathering.
+  np.testing.assert_allclose(table.features()[idx], feats, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(table.title_features()[idx], title, rtol=1e-5, atol=1e-6)
+  assert table.title_features().shape == (N + 1, D)
 
 
 def test_titles_projected_per_lookup_or_per_row_agree_with_their_gradients():

@@ -115,12 +115,16 @@ from lgcd_jax import inference  # noqa: E402
 
 
 @pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
-def test_micro_batched_top_k_equals_the_whole_batch(sampler):
+def test_micro_batched_top_k_equals_the_whole_batch(sampler, monkeypatch):
   # 7 users in groups of 3 (the last padded with a copy of its last user), sorted by length and cut
   # to widths 2 / 4 / maxlen. Each user's noise comes from its noise_id, so every group must give
-  # what the whole batch gives, in the batch's row order.
+  # what the whole batch gives, in the batch's row order. Groups of 4 with SPLIT_WIDEST_MIN = 4:
+  # the second group (lengths 3, 4, maxlen, its padded copy) needs the full width, so it runs as
+  # two halves, at widths 4 and maxlen. Precomputed item features give the same again.
+  monkeypatch.setattr(inference, "SPLIT_WIDEST_MIN", 4)
   config = _config(denoiser_layers=2)
   model = _model(config)
+  feats = inference.item_features(model)
   graphdef, state = nnx.split(model)
   batch = _batch(config, batch_size=7)
   batch = {k: jnp.asarray(batch[k]) for k in ("src", "clue", "clue_sim", "summary", "has_summary")}
@@ -132,12 +136,13 @@ def test_micro_batched_top_k_equals_the_whole_batch(sampler):
   key = jax.random.key(5)
 
   @functools.partial(jax.jit, static_argnums=(3, 4))
-  def run(state, batch, key, micro_batch, widths):
+  def run(state, batch, key, micro_batch, widths, feats=None):
     return inference.top_k(nnx.merge(graphdef, state), batch, key, sampler, 4, 5, chunk=6,
-                           micro_batch=micro_batch, group_widths=widths)
+                           micro_batch=micro_batch, group_widths=widths, feats=feats)
   want_v, want_i = run(state, batch, key, None, ())
-  for widths in ((), (2, 4)):
-    got_v, got_i = run(state, batch, key, 3, widths)
+  for micro_batch, widths, with_feats in ((3, (), False), (3, (2, 4), False), (4, (2, 4), False),
+                                          (4, (2, 4), True), (None, (), True)):
+    got_v, got_i = run(state, batch, key, micro_batch, widths, feats if with_feats else None)
     assert got_i.shape == (7, 5)
     np.testing.assert_array_equal(got_i, want_i)
     np.testing.assert_allclose(got_v, want_v, rtol=1e-5, atol=1e-5)

@@ -113,6 +113,13 @@ class ItemTable(nnx.Module):
       emb = emb + self.title_proj(self.title_embedding[...])
     return emb.at[0].set(0.0)
 
+  def title_features(self) -> jax.Array:
+    """Projected titles [N + 1, d] of every input 0..N, row 0 zero: `self.title(idx)` is
+    `title_features()[idx]` (all zeros without titles)."""
+    if not self.has_titles:
+      return jnp.zeros((self.num_items + 1, self.d), jnp.float32)
+    return self.title_proj(self.title_embedding[...]).at[0].set(0.0)
+
   def all_items(self) -> jax.Array:
     """Features [N, d] of items 0..N-1 (inputs 1..N): row j scores item j."""
     return self.features()[1:]

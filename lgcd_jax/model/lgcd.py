@@ -63,6 +63,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -81,6 +82,22 @@ Batch = dict[str, Any]
 # Shared sampled negatives of the next-item objective when the config has no
 # `train.encoder_negatives` field (see `encoder.next_item_loss`).
 # softplus^-1(1): every source position starts with weight 1, i.e. the joint MF's plain fold-in.
+
+
+@flax.struct.dataclass
+class ItemFeatures:
+  """Both item tables' features, computed once (`LGCD.item_features`): constants of a set of
+  weights, so a server (or the bench) computes them once per checkpoint instead of projecting
+  every title table per batch. A table without titles has None: its rows are gathered from the ID
+  table, which is as cheap.
+
+  src: [N_src + 1, d] the source table's `features()` (ID + title), row 0 zero.
+  src_title: [N_src + 1, d] its projected titles alone (`title_features()`).
+  tgt: [N_tgt + 1, d] the target table's `features()`.
+  """
+  src: jax.Array | None
+  src_title: jax.Array | None
+  tgt: jax.Array | None
 
 
 def recency_profile(maxlen: int, gamma: float) -> np.ndarray:
@@ -195,11 +212,13 @@ class LGCD(nnx.Module):
     return src + tgt, {"encoder_loss/src": src, "encoder_loss/tgt": tgt}
 
   def conditions(self, batch: Batch, rng: jax.Array | None = None,
-                 tgt_feats: jax.Array | None = None) -> Conditions:
+                 tgt_feats: jax.Array | None = None,
+                 src_feats: tuple[jax.Array, jax.Array] | None = None) -> Conditions:
     """Condition tokens, masks and pooled vectors from src, clue, clue_sim, summary, has_summary.
 
     rng: dropout key for the source encoder (None: deterministic).
     tgt_feats: the target table's `features()`, when the caller has them (else looked up).
+    src_feats: the source table's (`features()`, `title_features()`), when the caller has them.
     """
     src, clue = batch["src"], batch["clue"]
     if clue.shape[1] > self.settings.clue_len:
@@ -209,7 +228,10 @@ class LGCD(nnx.Module):
     src_mask = src > 0
     # One title projection for the encoder's inputs and the title tokens (under jit, a variant
     # that uses only one of them drops the other's work).
-    src_emb, src_title = self.src_table.with_title(src)
+    if src_feats is None:
+      src_emb, src_title = self.src_table.with_title(src)
+    else:  # row 0 of both is zero, so padding gathers zeros as `with_title` gives
+      src_emb, src_title = src_feats[0][src], src_feats[1][src]
     if self.settings.conditioning == "semantic_only":
       # The ablation has no collaborative input at all: skip the source encoder.
       collab_tokens = jnp.zeros(src.shape + (self.settings.d,), jnp.float32)
@@ -268,7 +290,8 @@ class LGCD(nnx.Module):
       x0 = last_state(self.tgt_encoder(tgt_feats[tgt], mask), mask)
     return jax.lax.stop_gradient(x0)
 
-  def anchor(self, src: jax.Array, sampling: bool = False) -> jax.Array | None:
+  def anchor(self, src: jax.Array, sampling: bool = False,
+             src_feats: jax.Array | None = None) -> jax.Array | None:
     """The collaborative anchor [B, d] that x0_hat is generated around (model.anchor = "mf").
 
     A position-weighted sum of the source items' features, src being left-padded (the last column
@@ -279,6 +302,7 @@ class LGCD(nnx.Module):
     None without an anchor, and under semantic_only (it is collaborative input).
     sampling: the sampler's anchor, which under model.anchor_at_sampling = "initial" has the
     untrained profile and scale instead of the trained ones.
+    src_feats: the source table's `features()`, when the caller has them.
     """
     if self.settings.anchor == "none" or self.settings.conditioning == "semantic_only":
       return None
@@ -287,7 +311,8 @@ class LGCD(nnx.Module):
       position = jnp.asarray(recency_profile(position.shape[0], self.settings.anchor_recency))
       scale = jnp.ones_like(scale)
     weights = jax.nn.softplus(position)[-src.shape[1]:]
-    pooled = jnp.einsum("l,bld->bd", weights, self.src_table(src))
+    rows = self.src_table(src) if src_feats is None else src_feats[src]
+    pooled = jnp.einsum("l,bld->bd", weights, rows)
     return scale * pooled
 
   def _around_anchor(self, anchor: jax.Array | None, out: jax.Array, which: int) -> jax.Array:
@@ -450,6 +475,13 @@ class LGCD(nnx.Module):
 
   # --- inference ----------------------------------------------------------------------------------
 
+  def item_features(self) -> ItemFeatures:
+    """Both tables projected once (see `ItemFeatures`); None for a table without titles."""
+    src = (self.src_table.features(), self.src_table.title_features()) if (
+        self.src_table.has_titles) else (None, None)
+    tgt = self.tgt_table.features() if self.tgt_table.has_titles else None
+    return ItemFeatures(src=src[0], src_title=src[1], tgt=tgt)
+
   def sampling_denoiser(self, cond: Conditions, pathway: jax.Array, cached: bool = True,
                         cfg_batched: bool | None = None):
     """The reverse chain's `denoise_fn(x_t, t) -> x0_hat` for a batch's conditions.
@@ -485,7 +517,7 @@ class LGCD(nnx.Module):
 
   def sample(self, batch: Batch, rng: jax.Array, sampler: str | None = None,
              steps: int | None = None, cached: bool = True,
-             tgt_feats: jax.Array | None = None) -> jax.Array:
+             feats: ItemFeatures | None = None) -> jax.Array:
     """Generates x0_hat [B, d] for an eval (or pair) batch on the real pathway.
 
     Args:
@@ -495,16 +527,19 @@ class LGCD(nnx.Module):
       steps: DDIM steps S (static); default config.model.sample_steps, capped at the chain length
         (T' with the guesser, T without). Ignored by DDPM, which visits every step.
       cached: compute the condition-only work once per batch (see `sampling_denoiser`).
-      tgt_feats: the target table's `features()`, when the caller has them (the clue tokens'
-        features are then gathered from them).
+      feats: the item tables' features (`item_features`), when the caller has them: the clue
+        tokens, the source encoder's inputs and the title tokens are then gathered from them.
     """
     sampler = sampler or self.settings.sampler
     if sampler not in SAMPLERS:
       raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
-    cond = self.conditions(batch, tgt_feats=tgt_feats)
+    if feats is None:
+      feats = ItemFeatures(src=None, src_title=None, tgt=None)
+    src_feats = None if feats.src is None else (feats.src, feats.src_title)
+    cond = self.conditions(batch, tgt_feats=feats.tgt, src_feats=src_feats)
     batch_size = batch["src"].shape[0]
     pathway = self.pathway(jnp.ones((batch_size,), jnp.int32))
-    anchor = self.anchor(batch["src"], sampling=True)
+    anchor = self.anchor(batch["src"], sampling=True, src_feats=feats.src)
     guess = None
     if self.settings.use_guesser or not self.settings.use_diffusion:
       guess = self._around_anchor(anchor, self.guess(cond, pathway), 0)
