@@ -147,17 +147,18 @@ def _memory(compiled) -> dict:
   return {"peak_bytes": args + out + temp - alias, "temp_bytes": temp, "argument_bytes": args}
 
 
-def _topk_cost_gap(graphdef, state, batch_size: int, d: int, dtype, chunk: int | None
-                   ) -> tuple[float, float]:
+def _topk_cost_gap(graphdef, state, batch_size: int, d: int, dtype, chunk: int | None,
+                   tgt_feats=None) -> tuple[float, float]:
   """What XLA's cost analysis misses of a streamed top-k: it counts the chunk loop's body once,
-  so (full scores + top-k) - (streamed) stands in for the other chunks' scoring."""
+  so (full scores + top-k) - (streamed) stands in for the other chunks' scoring. tgt_feats: the
+  precomputed target features the timed function scores with (None: it projects them)."""
   if chunk is None:
     return 0.0, 0.0
   x = jnp.zeros((batch_size, d), dtype)
   costs = []
   for c in (None, chunk):
-    fn = jax.jit(lambda state, x, c=c: nnx.merge(graphdef, state)[0].top_k(x, 10, c))
-    costs.append(_cost(fn.lower(state, x).compile()))
+    fn = jax.jit(lambda state, x, f, c=c: nnx.merge(graphdef, state)[0].top_k(x, 10, c, f))
+    costs.append(_cost(fn.lower(state, x, tgt_feats).compile()))
   (f_full, b_full), (f_stream, b_stream) = costs
   if None in (f_full, b_full, f_stream, b_stream):
     return 0.0, 0.0
@@ -241,7 +242,8 @@ def bench_sampling(setup, state, batch_size: int, sampler: str, steps: int, prec
   # the streamed top-k) and one lax.switch branch: cost the whole-group computation at each width
   # instead, times the number of groups at that width.
   group_size = micro_batch or batch_size
-  topk_gap = _topk_cost_gap(graphdef, model_state, group_size, c.model.d, dtype, topk_chunk)
+  topk_gap = _topk_cost_gap(graphdef, model_state, group_size, c.model.d, dtype, topk_chunk,
+                            feats.tgt)
   flops = bytes_ = 0.0
   for width, count in _group_widths(host["src"], group_size, group_widths).items():
     part = {k: v[:group_size] for k, v in host.items()}

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from lgcd_jax.model.attention import CrossAttentionBlock, MultiHeadAttention, masked_softmax
+from lgcd_jax.model.attention import (CrossAttentionBlock, MultiHeadAttention, masked_softmax,
+                                      stacked_keys_values)
 from lgcd_jax.model.denoiser import Conditions, Denoiser, timestep_embedding
 from lgcd_jax.model.guesser import Guesser
 from lgcd_jax.model.moe import MoEFusion
@@ -66,6 +67,26 @@ def test_cross_attention_block_shapes_mask_and_grads():
   assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
   out_changed, _ = run(state, q, jnp.where(mask[..., None], tokens, -50.0), jax.random.key(0))
   np.testing.assert_allclose(out_changed, out, rtol=1e-5, atol=1e-5)
+
+
+def test_stacked_keys_values_equal_each_blocks_own():
+  # Trained LayerNorms have scales and shifts of their own: set them apart from 1 and 0, so that
+  # folding them into the stacked kernel and bias is checked, not just the shared normalisation.
+  blocks = [CrossAttentionBlock(D, 2, 0.0, rngs=nnx.Rngs(i)) for i in range(3)]
+  rs = np.random.RandomState(0)
+  for b in blocks:
+    b.ln_kv.scale[...] = jnp.asarray(1.0 + rs.randn(D).astype(np.float32))
+    b.ln_kv.bias[...] = jnp.asarray(rs.randn(D).astype(np.float32))
+    b.attn.key.bias[...] = jnp.asarray(rs.randn(D).astype(np.float32))
+  tokens = jnp.asarray(3.0 * rs.randn(B, LC, D).astype(np.float32) + 1.0)
+  got = stacked_keys_values(blocks, tokens)
+  assert len(got) == 3
+  for b, (k, v) in zip(blocks, got):
+    want_k, want_v = b.keys_values(tokens)
+    assert k.shape == want_k.shape == (B, 2, LC, D // 2)
+    np.testing.assert_allclose(k, want_k, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(v, want_v, rtol=1e-5, atol=1e-5)
+  assert stacked_keys_values([], tokens) == ()
 
 
 def test_moe_gate_sums_to_one_and_mixes_experts():

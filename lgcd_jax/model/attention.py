@@ -158,3 +158,38 @@ class CrossAttentionBlock(nnx.Module):
     h = self.attn.attend(self.ln_q(q), kv[0], kv[1], key_mask[:, None, :], r_attn)
     q = q + dropout(self.drop, h, r_drop1)
     return q + dropout(self.drop, self.ff(self.ln_ff(q), r_ff), r_drop2)
+
+
+def stacked_keys_values(blocks, tokens: jax.Array) -> tuple[tuple[jax.Array, jax.Array], ...]:
+  """Every block's `keys_values(tokens)`, for blocks that attend over the same tokens, from one
+  matmul.
+
+  Block b's LayerNorm is n(x) * s_b + c_b, with n(x) the normalisation the blocks share, so its
+  keys are n(x) (s_b[:, None] * W_k) + (c_b W_k + b_k), and likewise its values: one
+  [T, d] x [d, 2 * d * blocks] matmul instead of 2 * blocks [T, d] x [d, d] ones, which on the CPU
+  ran far below the matmul peak (BUILD_NOTES, issue 11, fifteenth session). Equal to the
+  per-block computation up to float rounding.
+  """
+  if not blocks:
+    return ()
+  lns = [b.ln_kv for b in blocks]
+  eps = lns[0].epsilon
+  if any(ln.epsilon != eps or ln.scale is None or ln.bias is None for ln in lns):
+    return tuple(b.keys_values(tokens) for b in blocks)
+  x = tokens.astype(jnp.promote_types(tokens.dtype, jnp.float32))
+  mean = jnp.mean(x, axis=-1, keepdims=True)
+  # flax's LayerNorm (use_fast_variance): E[x^2] - E[x]^2, clipped at zero.
+  var = jnp.maximum(jnp.mean(x * x, axis=-1, keepdims=True) - mean * mean, 0.0)
+  normed = ((x - mean) * jax.lax.rsqrt(var + eps)).astype(tokens.dtype)
+  kernels, biases = [], []
+  for b in blocks:
+    scale, shift = b.ln_kv.scale[...], b.ln_kv.bias[...]
+    for proj in (b.attn.key, b.attn.value):
+      w = proj.kernel[...]
+      kernels.append(scale[:, None] * w)
+      biases.append(shift @ w + proj.bias[...])
+  out = normed @ jnp.concatenate(kernels, axis=1) + jnp.concatenate(biases)
+  parts = jnp.split(out, 2 * len(blocks), axis=-1)
+  return tuple((b.attn._heads(parts[2 * i]), b.attn._heads(parts[2 * i + 1]))
+               for i, b in enumerate(blocks))
+

@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from lgcd_jax.model.attention import CrossAttentionBlock, split_rng
+from lgcd_jax.model.attention import CrossAttentionBlock, split_rng, stacked_keys_values
 from lgcd_jax.model.diffusion import cfg_combine
 from lgcd_jax.model.moe import MoEFusion
 
@@ -191,8 +191,8 @@ class Denoiser(nnx.Module):
     gate = self.fusion.gate_probs(gate_in, collab_pooled.shape[0], collab_pooled.dtype)
     # fused_in = [x_t, collab read-out, sem read-out, clue_pooled, step]; step = emb(t) + pathway.
     if self.uses_attention:
-      collab_kv = tuple(b.keys_values(cond.collab_tokens) for b in self.collab_blocks)
-      sem_kv = tuple(b.keys_values(cond.sem_tokens) for b in self.sem_blocks)
+      collab_kv = stacked_keys_values(self.collab_blocks, cond.collab_tokens)
+      sem_kv = stacked_keys_values(self.sem_blocks, cond.sem_tokens)
       const_in, start = jnp.concatenate([clue_pooled, pathway], -1), 3 * d
       collab_mask, sem_mask = cond.collab_mask, cond.sem_mask
     else:
