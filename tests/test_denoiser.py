@@ -69,6 +69,16 @@ def test_cross_attention_block_shapes_mask_and_grads():
   np.testing.assert_allclose(out_changed, out, rtol=1e-5, atol=1e-5)
 
 
+def test_self_attend_equals_attention_over_itself():
+  attn = MultiHeadAttention(D, 2, 0.0, rngs=nnx.Rngs(0))
+  rs = np.random.RandomState(1)
+  for p in (attn.query, attn.key, attn.value):  # biases apart from zero, so their order counts
+    p.bias[...] = jnp.asarray(rs.randn(D).astype(np.float32))
+  x = jnp.asarray(rs.randn(B, LC, D).astype(np.float32))
+  mask = jnp.tril(jnp.ones((LC, LC), bool))[None] & _key_mask()[:, None, :]
+  np.testing.assert_allclose(attn.self_attend(x, mask), attn(x, x, mask), rtol=1e-5, atol=1e-6)
+
+
 def test_stacked_keys_values_equal_each_blocks_own():
   # Trained LayerNorms have scales and shifts of their own: set them apart from 1 and 0, so that
   # folding them into the stacked kernel and bias is checked, not just the shared normalisation.

@@ -35,7 +35,7 @@ class SelfAttentionBlock(nnx.Module):
                ) -> jax.Array:
     r_attn, r_drop1, r_ff, r_drop2 = split_rng(rng, 4)
     h = self.ln_attn(x)
-    x = x + dropout(self.drop, self.attn(h, h, attn_mask, r_attn), r_drop1)
+    x = x + dropout(self.drop, self.attn.self_attend(h, attn_mask, r_attn), r_drop1)
     return x + dropout(self.drop, self.ff(self.ln_ff(x), r_ff), r_drop2)
 
 
