@@ -38,10 +38,11 @@ SAMPLE_SEED_OFFSET = 7919  # evaluation and serving draw their sampling noise fr
 GROUP_WIDTHS = (4, 8, 16, 32)
 DEFAULT_GROUPING = {"cpu": (256, GROUP_WIDTHS)}
 # A group of at least this many users whose longest history needs the batch's full width runs as
-# two halves, each cut to its own width: the users are sorted by length, so the shorter half
-# rarely needs the full width, and the encoder's attention grows with the width squared (a
-# Food-Kitchen group of 256 spans 10 to 50 items; BUILD_NOTES, issue 11, fifteenth session).
-SPLIT_WIDEST_MIN = 128
+# two halves, each cut to its own width (and a half as big as this again splits alike): the users
+# are sorted by length, so the shorter half rarely needs the full width, and the encoder's
+# attention grows with the width squared (a Food-Kitchen group of 256 spans 10 to 50 items;
+# BUILD_NOTES, issue 11, fifteenth session).
+SPLIT_WIDEST_MIN = 256
 
 
 def default_grouping() -> tuple[int | None, tuple[int, ...]]:
@@ -77,7 +78,8 @@ def top_k(model, batch: dict, key: jax.Array, sampler: str, steps: int, k: int,
   source length first and cut each group's src to the smallest of these widths that holds it (one
   `lax.switch` branch per width), as `pipeline.length_sorted_batches` cuts host batches: the
   columns cut are padding, so only the work changes (the encoder masks padding). A group of at
-  least SPLIT_WIDEST_MIN users (even) that needs the full width runs as two halves, each cut alike.
+  least SPLIT_WIDEST_MIN users (even) that needs the full width runs as two halves, each cut (and
+  split) alike.
 
   feats: the model's `item_features()`, when the caller has them (a server computes them once per
   checkpoint); else a grouped batch computes them once for all its groups.
@@ -107,21 +109,27 @@ def top_k(model, batch: dict, key: jax.Array, sampler: str, steps: int, k: int,
       a = jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)], axis=0)
     return a.reshape((groups, micro_batch) + a.shape[1:])
 
-  def run_cut(b, branches):  # the group at the smallest width that holds its longest history
-    need = jnp.max(_needed_width(b["src"]))
-    return jax.lax.switch(jnp.searchsorted(jnp.asarray(widths), need), branches, b)
-
   at_width = [functools.partial(lambda b, w: run({**b, "src": b["src"][:, length - w:]}), w=w)
-              for w in widths]
-  branches = at_width
-  if len(widths) > 1 and micro_batch >= SPLIT_WIDEST_MIN and micro_batch % 2 == 0:
-    def run_halves(b):  # sorted users: the first half is the shorter one
-      halves = jax.tree.map(lambda a: a.reshape((2, micro_batch // 2) + a.shape[1:]), b)
-      out = jax.lax.map(lambda h: run_cut(h, at_width), halves)
-      return jax.tree.map(lambda a: a.reshape((micro_batch,) + a.shape[2:]), out)
-    branches = at_width[:-1] + [run_halves]
-  out = jax.lax.map(run if len(widths) == 1 else functools.partial(run_cut, branches=branches),
-                    jax.tree.map(split, batch))
+               for w in widths]
+
+  def group_fn(users: int):
+    """One group of `users` sorted users, at the smallest width that holds its longest history; a
+    group of at least SPLIT_WIDEST_MIN that needs the full width runs as two halves, each alike."""
+    branches = list(at_width)
+    if users >= SPLIT_WIDEST_MIN and users % 2 == 0:
+      half = group_fn(users // 2)
+
+      def run_halves(b):  # sorted users: the first half is the shorter one
+        halves = jax.tree.map(lambda a: a.reshape((2, users // 2) + a.shape[1:]), b)
+        out = jax.lax.map(half, halves)
+        return jax.tree.map(lambda a: a.reshape((users,) + a.shape[2:]), out)
+      branches[-1] = run_halves
+
+    def run_cut(b):
+      need = jnp.max(_needed_width(b["src"]))
+      return jax.lax.switch(jnp.searchsorted(jnp.asarray(widths), need), branches, b)
+    return run_cut
+  out = jax.lax.map(run if len(widths) == 1 else group_fn(micro_batch), jax.tree.map(split, batch))
   out = jax.tree.map(lambda a: a.reshape((groups * micro_batch,) + a.shape[2:])[:size], out)
   if order is not None:  # back to the batch's rows
     out = jax.tree.map(lambda a: jnp.zeros_like(a).at[order].set(a), out)

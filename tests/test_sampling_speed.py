@@ -118,10 +118,11 @@ from lgcd_jax import inference  # noqa: E402
 def test_micro_batched_top_k_equals_the_whole_batch(sampler, monkeypatch):
   # 7 users in groups of 3 (the last padded with a copy of its last user), sorted by length and cut
   # to widths 2 / 4 / maxlen. Each user's noise comes from its noise_id, so every group must give
-  # what the whole batch gives, in the batch's row order. Groups of 4 with SPLIT_WIDEST_MIN = 4:
+  # what the whole batch gives, in the batch's row order. Groups of 4 with SPLIT_WIDEST_MIN = 2:
   # the second group (lengths 3, 4, maxlen, its padded copy) needs the full width, so it runs as
-  # two halves, at widths 4 and maxlen. Precomputed item features give the same again.
-  monkeypatch.setattr(inference, "SPLIT_WIDEST_MIN", 4)
+  # two halves, at widths 4 and maxlen, and each half as two single users (groups of 3 are odd:
+  # never split). Precomputed item features give the same again.
+  monkeypatch.setattr(inference, "SPLIT_WIDEST_MIN", 2)
   config = _config(denoiser_layers=2)
   model = _model(config)
   feats = inference.item_features(model)
