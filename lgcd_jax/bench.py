@@ -178,11 +178,11 @@ def _group_widths(src: np.ndarray, group_size: int, widths) -> dict[int, int]:
 
 
 def _whole_batch_cost(recommend, graphdef, state, batch, rng, steps: int, cfg_batched,
-                      topk_gap: tuple[float, float]) -> tuple[float | None, float | None]:
+                      topk_gap: tuple[float, float], feats) -> tuple[float | None, float | None]:
   """FLOPs and bytes of `recommend` over the whole of `batch` at once, its loops counted in full:
   XLA's cost analysis counts a loop body once, so the other steps-1 denoiser calls and the other
   chunks of the streamed top-k (`topk_gap`, from `_topk_cost_gap`) are added by hand."""
-  flops, bytes_ = _cost(recommend.lower(state, batch, rng, None, ()).compile())
+  flops, bytes_ = _cost(recommend.lower(state, batch, rng, None, (), feats).compile())
   step_flops, step_bytes = _denoiser_step_cost(graphdef, state, batch, cfg_batched)
   gap_flops, gap_bytes = topk_gap
   if flops:
@@ -226,7 +226,7 @@ def bench_sampling(setup, state, batch_size: int, sampler: str, steps: int, prec
   item_features_s = time.perf_counter() - start
 
   @functools.partial(jax.jit, static_argnums=(3, 4))
-  def recommend(state, batch, rng, micro_batch, group_widths, feats=feats):
+  def recommend(state, batch, rng, micro_batch, group_widths, feats):
     model, _ = nnx.merge(graphdef, state)
     if cfg_batched is not None:
       model.sampling_denoiser = functools.partial(model.sampling_denoiser, cfg_batched=cfg_batched)
@@ -252,7 +252,7 @@ def bench_sampling(setup, state, batch_size: int, sampler: str, steps: int, prec
     part = (sharding.put_batch(setup.mesh, part) if group_size == batch_size
             else jax.device_put(part))
     f, b = _whole_batch_cost(recommend, graphdef, model_state, part, rng, steps, cfg_batched,
-                             topk_gap)
+                             topk_gap, feats)
     flops = None if flops is None or f is None else flops + count * f
     bytes_ = None if bytes_ is None or b is None else bytes_ + count * b
   times = (_time(lambda: compiled(model_state, batch, rng, feats), repeats) if run

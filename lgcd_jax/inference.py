@@ -55,11 +55,6 @@ def sampling_key(seed: int) -> jax.Array:
   return jax.random.key(int(seed) + SAMPLE_SEED_OFFSET)
 
 
-def item_features(model) -> ItemFeatures:
-  """`LGCD.item_features`: both item tables projected, once per set of weights."""
-  return model.item_features()
-
-
 def scores(model, batch: dict, key: jax.Array, sampler: str, steps: int) -> jax.Array:
   """[B, num_target_items] scores: conditions -> guess -> reverse chain -> <x0_hat, e_i> (+ b_i)."""
   return model.score(model.sample(batch, user_keys.batch_keys(key, batch), sampler, steps))
@@ -168,5 +163,6 @@ def top_k_step(graphdef, state, batch, sampler, steps, key, k, chunk=scoring.DEF
 
 @functools.partial(jax.jit, static_argnums=0)
 def item_features_step(graphdef, state) -> ItemFeatures:
-  """`item_features` of the model in (graphdef, state), for a caller that keeps them."""
-  return item_features(_model(graphdef, state))
+  """`LGCD.item_features` of the model in (graphdef, state): both item tables projected, for a
+  caller that keeps them as long as the weights (a server, the bench)."""
+  return _model(graphdef, state).item_features()

@@ -125,7 +125,7 @@ def test_micro_batched_top_k_equals_the_whole_batch(sampler, monkeypatch):
   monkeypatch.setattr(inference, "SPLIT_WIDEST_MIN", 2)
   config = _config(denoiser_layers=2)
   model = _model(config)
-  feats = inference.item_features(model)
+  feats = model.item_features()
   graphdef, state = nnx.split(model)
   batch = _batch(config, batch_size=7)
   batch = {k: jnp.asarray(batch[k]) for k in ("src", "clue", "clue_sim", "summary", "has_summary")}
@@ -141,8 +141,10 @@ def test_micro_batched_top_k_equals_the_whole_batch(sampler, monkeypatch):
     return inference.top_k(nnx.merge(graphdef, state), batch, key, sampler, 4, 5, chunk=6,
                            micro_batch=micro_batch, group_widths=widths, feats=feats)
   want_v, want_i = run(state, batch, key, None, ())
-  for micro_batch, widths, with_feats in ((3, (), False), (3, (2, 4), False), (4, (2, 4), False),
-                                          (4, (2, 4), True), (None, (), True)):
+  cases = [(3, (2, 4), False), (4, (2, 4), True)]  # each case compiles the whole sampler: few
+  if sampler == "ddim":
+    cases += [(3, (), False), (None, (), True)]
+  for micro_batch, widths, with_feats in cases:
     got_v, got_i = run(state, batch, key, micro_batch, widths, feats if with_feats else None)
     assert got_i.shape == (7, 5)
     np.testing.assert_array_equal(got_i, want_i)

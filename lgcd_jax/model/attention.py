@@ -205,4 +205,3 @@ def stacked_keys_values(blocks, tokens: jax.Array) -> tuple[tuple[jax.Array, jax
   parts = jnp.split(out, 2 * len(blocks), axis=-1)
   return tuple((b.attn._heads(parts[2 * i]), b.attn._heads(parts[2 * i + 1]))
                for i, b in enumerate(blocks))
-
