@@ -476,7 +476,9 @@ class LGCD(nnx.Module):
   # --- inference ----------------------------------------------------------------------------------
 
   def item_features(self) -> ItemFeatures:
-    """Both tables projected once (see `ItemFeatures`); None for a table without titles."""
+    """Both tables projected once (see `ItemFeatures`); None for a table without titles. (The
+    source titles' projection appears in both `features()` and `title_features()`; under jit XLA
+    computes it once.)"""
     src = (self.src_table.features(), self.src_table.title_features()) if (
         self.src_table.has_titles) else (None, None)
     tgt = self.tgt_table.features() if self.tgt_table.has_titles else None
