@@ -28,3 +28,21 @@ def test_atomic_write_bytes_and_json(tmp_path):
   with pytest.raises(ValueError):
     with atomic.atomic_open(tmp_path / "x", "a"):
       pass
+
+
+def test_atomic_directory_keeps_a_copy_another_process_finished_meanwhile(tmp_path):
+  # Two hosts preparing the same directory: the one that finishes second must not move the first
+  # one's copy aside (its reader would find files missing); it gets FileExistsError instead.
+  final = tmp_path / "data"
+  with pytest.raises(FileExistsError):
+    with atomic.atomic_directory(final) as tmp:
+      (tmp / "mine.txt").write_text("second")
+      final.mkdir()
+      (final / "theirs.txt").write_text("first")
+  assert sorted(p.name for p in final.iterdir()) == ["theirs.txt"]
+  assert not [p for p in tmp_path.iterdir() if p.name.startswith(".data.")]  # no temp left
+  # With overwrite the finished copy is replaced, as before.
+  with atomic.atomic_directory(final, overwrite=True) as tmp:
+    (tmp / "mine.txt").write_text("new")
+  assert sorted(p.name for p in final.iterdir()) == ["mine.txt"]
+

@@ -23,13 +23,16 @@ def atomic_directory(final: str | os.PathLike, overwrite: bool = False):
   tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
   try:
     yield tmp
-    if final.exists():
+    if final.exists() and overwrite:
       # Two renames; the old copy is only deleted once the new one is in place.
       trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
       os.rename(final, trash / "old")
       os.rename(tmp, final)
       shutil.rmtree(trash, ignore_errors=True)
     else:
+      # Without overwrite a copy that another process finished meanwhile is kept as it is: it may
+      # already be in use (hosts of one run prepare the same synthetic data), and moving it aside
+      # would pull it from under its reader. The rename of a directory onto a non-empty one fails.
       try:
         os.rename(tmp, final)
       except OSError:
