@@ -115,6 +115,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.train.steps = 2000
   c.train.lr = 1e-3
   c.train.weight_decay = 0.0
+  # > 0: evaluate, select and serve an exponential moving average of the weights (lgcd_jax/ema.py)
+  c.train.ema_decay = 0.0
   c.train.warmup_steps = 100
   c.train.grad_clip = 1.0
   c.train.alignment_weight = 0.1  # lambda

@@ -17,7 +17,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from lgcd_jax import sharding
+from lgcd_jax import ema, sharding
 from lgcd_jax.baselines import common, mf
 from lgcd_jax.clues import source as clue_source
 from lgcd_jax.data.prepared import PreparedDataset, direction_domains
@@ -92,7 +92,8 @@ def make_optimizer(config, schedule_steps: int | None = None) -> optax.GradientT
   Stage 2 must not move the target encoder (its x0 is under stop_gradient, lgcd.py): AdamW's
   momentum from stage 1 would keep moving it with a zero gradient. So its updates are masked to
   zero (`optax.masked` over the optimizer's step count) from step encoder_steps on, unless
-  train.joint_encoder_weight > 0 trains it in stage 2 too. train.stage2_frozen names more
+  train.joint_encoder_weight > 0 trains it in stage 2 too. train.ema_decay > 0 keeps a moving average
+  of the weights in the optimizer's state (lgcd_jax/ema.py). train.stage2_frozen names more
   parameters (comma-separated dotted prefixes, e.g. "src_table.id_embedding") that stage 2 keeps as
   stage 1 left them.
   """
@@ -117,6 +118,9 @@ def make_optimizer(config, schedule_steps: int | None = None) -> optax.GradientT
       return (not joint and _is_target_encoder(path)) or _path_name(path).startswith(frozen)
     parts.append(optax.masked(stage1_only, lambda params: jax.tree_util.tree_map_with_path(
         lambda path, _: stage1_param(path), params)))
+  decay = float(t.get("ema_decay", 0.0))
+  if decay:
+    parts.append(ema.track(decay))  # last: it averages the weights the final updates produce
   return optax.chain(*parts)
 
 

@@ -17,6 +17,7 @@ logged, evaluated or saved after a non-finite loss. Building the run is `builder
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -33,6 +34,7 @@ from tqdm import tqdm
 
 from lgcd_jax import checkpoint as ckpt_lib
 from lgcd_jax import config_check
+from lgcd_jax import ema
 from lgcd_jax import inference
 from lgcd_jax import results as results_lib
 from lgcd_jax import sharding
@@ -127,8 +129,12 @@ def _static_meta(setup: Setup, schedule_steps: int) -> dict:
   }
 
 
-def _meta(static: dict, step: int, best: dict, early_stopped: bool) -> dict:
-  return {"step": int(step), "best": best, "early_stopped": bool(early_stopped), **static}
+def _meta(static: dict, step: int, best: dict, early_stopped: bool,
+          ema_in_model: bool = False) -> dict:
+  # ema_in_model: the state's model part holds the weight average, and the average's slot the raw
+  # weights (a `best` checkpoint of a train.ema_decay run; lgcd_jax/ema.py).
+  return {"step": int(step), "best": best, "early_stopped": bool(early_stopped),
+          "ema_in_model": bool(ema_in_model), **static}
 
 
 def itstime(step: int, every: int, total: int) -> bool:
@@ -209,6 +215,8 @@ def train_and_evaluate(config, workdir: Path, ds: PreparedDataset, data: str,
   restored = ckpt.restore_newest_intact(state, _resume_check(c, workdir))
   if restored is not None:
     state, meta, kind, at = restored
+    if meta.get("ema_in_model"):
+      state = ema.swap(state)  # back to the raw weights the next step trains
     step, best = meta["step"], meta["best"]
     # A longer train.steps than the checkpoint's run continues it; an early stop stays stopped.
     finished = meta["early_stopped"] or step >= total
@@ -237,6 +245,7 @@ def train_and_evaluate(config, workdir: Path, ds: PreparedDataset, data: str,
             pools={"real": len(train_data.pools.real),
                    "pseudo": len(train_data.pools.pseudo) if train_data.use_pseudo else 0})
 
+  averaged = ema.has_average(state)
   pair_iter = pipeline.make_train_iterator(train_data.pairs, start_step=max(0, step - t.encoder_steps))
 
   def batches_of(i: int) -> tuple:
@@ -252,7 +261,9 @@ def train_and_evaluate(config, workdir: Path, ds: PreparedDataset, data: str,
   losses = _PendingLosses()
   window_start, window_steps = time.perf_counter(), 0
   prefetch = Prefetcher(batches_of, step, total if not finished else step, depth=2)
-  with prefetch:
+  # A save in flight when the loop stops on an error or Ctrl-C still completes (ckpt.wait).
+  with prefetch, contextlib.ExitStack() as finally_:
+    finally_.callback(ckpt.wait)
     for at_step, batch in prefetch:
       rng = jax.random.fold_in(base_key, at_step)
       if at_step < t.encoder_steps:
@@ -287,12 +298,14 @@ def train_and_evaluate(config, workdir: Path, ds: PreparedDataset, data: str,
                   lr=float(lr_at(step - 1)), **host)
         window_start, window_steps = time.perf_counter(), 0
       if at_eval:
-        result = evaluate_split(setup, state, "valid")
+        # With train.ema_decay, what is evaluated, selected and kept as `best` is the average.
+        evaluated = ema.swap(state) if averaged else state
+        result = evaluate_split(setup, evaluated, "valid")
         value = _metric(result, t.select_metric)
         improved = value > best["metric"]
         if improved:
           best = {"metric": value, "step": step, "evals_since": 0}
-          ckpt.save("best", step, state, _meta(static_meta, step, best, False))
+          ckpt.save("best", step, evaluated, _meta(static_meta, step, best, False, averaged))
         else:
           best["evals_since"] += 1
         log.write("eval", step=step, split="valid", improved=improved,
@@ -310,7 +323,7 @@ def train_and_evaluate(config, workdir: Path, ds: PreparedDataset, data: str,
   bar.close()
   ckpt.wait()
 
-  # Test is read once, with the best validation checkpoint.
+  # Test is read once, with the best validation checkpoint (its model part is what was evaluated).
   try:
     best_state = ckpt.restore("best", state)
   except ckpt_lib.CheckpointReadError as e:
