@@ -195,13 +195,16 @@ def _whole_batch_cost(recommend, graphdef, state, batch, rng, steps: int, cfg_ba
 def bench_sampling(setup, state, batch_size: int, sampler: str, steps: int, precision: str,
                    repeats: int, peak: dict | None = None, topk_chunk: int | None = None,
                    graphdef=None, run: bool = True, cfg_batched: bool | None = None,
-                   host: dict | None = None, grouping: tuple = (None, ())) -> dict:
+                   host: dict | None = None, grouping: tuple = (None, ()),
+                   timers: dict | None = None) -> dict:
   """One sampling row. topk_chunk: items per chunk of the streamed top-k (None: full scores, then
   `lax.top_k`). graphdef: another model's (e.g. a synthetic catalogue), with its state. run=False:
   compile and analyse only (FLOPs, memory), no timing. cfg_batched: CFG's form (see
   `LGCD.sampling_denoiser`; None: the backend's default). host: the batch to sample (default: the
   valid split's first users, tiled to batch_size, maxlen wide). grouping: `inference.top_k`'s
-  (micro_batch, group_widths) ((None, ()): the whole batch at once)."""
+  (micro_batch, group_widths) ((None, ()): the whole batch at once). timers: gets
+  `timers[(batch_size, sampler, steps, precision)] = repeats -> [seconds per call]`, the compiled
+  row timed again (the interleaved peer rounds, `peer_rounds`)."""
   c = setup.config
   if host is None:
     eval_batch = next(iter(pipeline.eval_batches(
@@ -255,8 +258,10 @@ def bench_sampling(setup, state, batch_size: int, sampler: str, steps: int, prec
                              topk_gap, feats)
     flops = None if flops is None or f is None else flops + count * f
     bytes_ = None if bytes_ is None or b is None else bytes_ + count * b
-  times = (_time(lambda: compiled(model_state, batch, rng, feats), repeats) if run
-           else [float("nan")])
+  call = lambda: compiled(model_state, batch, rng, feats)
+  times = _time(call, repeats) if run else [float("nan")]
+  if timers is not None and run:
+    timers[(batch_size, sampler, steps, precision)] = lambda n: _time(call, n)
   median = statistics.median(times)
   row = {
       "batch_size": batch_size, "sampler": sampler, "steps": steps, "precision": precision,
@@ -469,7 +474,8 @@ def require_backend(backend: str | None, require_device: bool) -> str | None:
 def run(config, workdir: str | None, batch_sizes, precisions, repeats: int, train_steps: int,
         quick: bool, *, topk_chunk: int | None = None, topk_sweep=(), catalogue: int = 0,
         cfg_batched: bool | None = None, profile_dir: str | None = None,
-        population_buckets=(), micro_batch: int | None = None) -> dict:
+        population_buckets=(), micro_batch: int | None = None, timers: dict | None = None
+        ) -> dict:
   """The whole benchmark. topk_chunk: the streamed top-k's chunk (None: the model default,
   0: full scores); topk_sweep: chunk sizes to time scoring + top-k alone at (0: full);
   catalogue: items of a synthetic-catalogue row (0: none); train_steps=0: no train step;
@@ -477,7 +483,7 @@ def run(config, workdir: str | None, batch_sizes, precisions, repeats: int, trai
   row over every source-domain history in length-bucketed batches (`bench_population`; empty:
   none); micro_batch: users per group of the sampler's lax.map, sorted by length and each cut to
   its width (None: the backend's default, `inference.default_grouping`; 0: the whole batch at
-  once, maxlen wide)."""
+  once, maxlen wide); timers: filled by `bench_sampling` (see there)."""
   workdir = Path(workdir or "workdirs/bench")
   ds = loading.load_dataset(config, workdir)
   setup = builder.build(config, ds, workdir)
@@ -508,7 +514,7 @@ def run(config, workdir: str | None, batch_sizes, precisions, repeats: int, trai
       for precision in precisions:
         rows.append(bench_sampling(setup, state, b, sampler, steps, precision, repeats, peak,
                                    topk_chunk=topk_chunk, cfg_batched=cfg_batched,
-                                   grouping=grouping))
+                                   grouping=grouping, timers=timers))
         print(_format_row(rows[-1]), file=sys.stderr, flush=True)
   result = {
       "device": f"{jax.device_count()} x {device.device_kind} ({device.platform})",
@@ -559,6 +565,27 @@ def run_peer(python: str, result: dict, batch_size: int, repeats: int) -> dict:
   return peer
 
 
+def peer_rounds(python: str, result: dict, timers: dict, batch_size: int, repeats: int,
+                rounds: int) -> list[dict]:
+  """`rounds` rounds, each timing every sampling row at `batch_size` again (its compiled function,
+  `repeats` calls) and then the peer (`run_peer`): each round's ratio compares two timings a few
+  seconds apart, so a shared machine's drift in speed over minutes does not enter it."""
+  out = []
+  for i in range(rounds):
+    rows = {}
+    for (b, sampler, steps, precision), timer in timers.items():
+      if b == batch_size:
+        times = timer(repeats)
+        rows[f"{sampler}-{steps} {precision}"] = batch_size / statistics.median(times)
+    peer = run_peer(python, result, batch_size, repeats)
+    out.append({"round": i, "peer_users_per_s": peer["users_per_s"], "users_per_s": rows,
+                "ratio": {k: v / peer["users_per_s"] for k, v in rows.items()}})
+    print(f"peer round {i + 1}/{rounds}: peer {peer['users_per_s']:,.0f} users/s; "
+          + ", ".join(f"{k} {v:,.0f} ({v / peer['users_per_s']:.2f}x)" for k, v in rows.items()),
+          file=sys.stderr, flush=True)
+  return out
+
+
 def print_peer(result: dict) -> None:
   """The peer's users/s and each row's ratio to it: of the medians, and of the best repeats (on a
   shared machine, where other load comes in bursts, the best is the steadier of the two)."""
@@ -576,6 +603,13 @@ def print_peer(result: dict) -> None:
         line += (f"; best repeats {r['best_users_per_s']:,.0f} users/s = "
                  f"{r['best_users_per_s'] / best:.2f}x")
       print(line)
+  rounds = result.get("peer_rounds")
+  if rounds:
+    for name in rounds[0]["ratio"]:
+      ratios = sorted(r["ratio"][name] for r in rounds)
+      print(f"  interleaved, {len(rounds)} rounds (each: lgcd-jax timed, then the peer): "
+            f"lgcd-jax {name} / peer median {statistics.median(ratios):.2f}x "
+            f"(range {ratios[0]:.2f}-{ratios[-1]:.2f}x)")
 
 
 def _format_row(r: dict) -> str:
@@ -629,6 +663,9 @@ def _define_flags():
                       "went to.")
   flags.DEFINE_string("compare_peer", None, "A Python with torch: also run benchmarks/torch_peer.py "
                       "at this config's shapes and print users/s ratios.")
+  flags.DEFINE_integer("peer_rounds", 0, "With --compare_peer: also this many interleaved rounds "
+                       "(the first batch size's rows timed again, then the peer), and the median "
+                       "of the rounds' ratios (steadier on a shared machine).")
   flags.mark_flags_as_required(["config"])
 
 
@@ -648,17 +685,24 @@ def main(argv):
       raise cli.UserError(f"--batch_sizes must be integers, got {','.join(f.batch_sizes)}") from None
     if f.micro_batch is not None and f.micro_batch < 0:
       raise cli.UserError(f"--micro_batch must be >= 0 (0: the whole batch), got {f.micro_batch}")
+    if f.peer_rounds < 0 or (f.peer_rounds and not f.compare_peer):
+      raise cli.UserError(f"--peer_rounds must be >= 0 and needs --compare_peer; got "
+                          f"{f.peer_rounds}")
     if not batch_sizes and (f.compare_peer or f.topk_sweep or f.catalogue
                             or f.population_buckets):
       raise cli.UserError("--compare_peer, --topk_sweep, --catalogue and --population_buckets "
                           "need a --batch_sizes (an empty one benches the train steps only)")
+    timers = {}
     result = run(config, f.workdir, batch_sizes, f.precisions, f.repeats, f.train_steps, f.quick,
                  topk_chunk=f.topk_chunk, topk_sweep=f.topk_sweep, catalogue=f.catalogue,
                  cfg_batched={"auto": None, "batched": True, "two": False}[f.cfg_form],
                  profile_dir=f.profile_dir, population_buckets=f.population_buckets,
-                 micro_batch=f.micro_batch)
+                 micro_batch=f.micro_batch, timers=timers)
     if f.compare_peer:
       result["peer"] = run_peer(f.compare_peer, result, batch_sizes[0], f.repeats)
+      if f.peer_rounds:
+        result["peer_rounds"] = peer_rounds(f.compare_peer, result, timers, batch_sizes[0],
+                                            f.repeats, f.peer_rounds)
   if f.json:
     print(json.dumps(result))
     return

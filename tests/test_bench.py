@@ -64,3 +64,26 @@ def test_peer_ratios_are_of_the_medians_and_of_the_best_repeats(capsys):
   assert "1,000 users/s (best repeat 1,250)" in out
   assert "2,000 users/s = 2.00x the peer; best repeats 3,000 users/s = 2.40x" in out
   assert "9 users/s" not in out  # another batch size has no peer to compare with
+
+
+def test_peer_rounds_interleave_the_row_and_the_peer_and_report_the_median_ratio(monkeypatch,
+                                                                                 capsys):
+  calls = []
+  peer_speeds = iter([1000.0, 500.0, 800.0])
+
+  def fake_peer(python, result, batch_size, repeats):
+    calls.append("peer")
+    return {"users_per_s": next(peer_speeds)}
+
+  def timer(n):  # 1024 users in 0.25 s: 4,096 users/s
+    calls.append(f"row x{n}")
+    return [0.25] * n
+  monkeypatch.setattr(bench, "run_peer", fake_peer)
+  timers = {(1024, "ddim", 10, "float32"): timer, (256, "ddim", 10, "float32"): timer}
+  rounds = bench.peer_rounds("python", {}, timers, 1024, 3, 3)
+  assert calls == ["row x3", "peer"] * 3  # the other batch size is not timed again
+  assert [r["ratio"]["ddim-10 float32"] for r in rounds] == [4.096, 8.192, 5.12]
+  result = {"peer": {"T": 50, "batch": 1024, "items": 100, "torch": "x", "threads": 2,
+                     "users_per_s": 1000.0}, "sampling": [], "peer_rounds": rounds}
+  bench.print_peer(result)
+  assert "ddim-10 float32 / peer median 5.12x (range 4.10-8.19x)" in capsys.readouterr().out
