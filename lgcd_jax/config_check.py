@@ -81,6 +81,10 @@ def validate(config) -> None:
         parse_length_buckets(spec, maxlen, field)
       except ValueError as e:
         raise UserError(f"config.{e}") from None
+  decay = _get(config, "train.ema_decay")
+  if decay is not None and not (decay == 0 or 0 < decay < 1):
+    raise UserError(f"config.train.ema_decay must be 0 (no weight average) or in (0, 1); "
+                    f"got {decay!r}")
   m = config.get("model")
   if m is not None and "guess_start_step" in m and "diffusion_steps" in m:
     if not 1 <= m.guess_start_step <= m.diffusion_steps:

@@ -130,3 +130,13 @@ def test_a_run_selects_and_keeps_the_average_and_resumes_from_a_best_checkpoint(
                nnx.to_pure_dict(final_ref), nnx.to_pure_dict(final_cut))
   saved = json.loads((cut / "results.json").read_text())
   assert saved["config"]["train"]["ema_decay"] == 0.8
+
+
+def test_config_check_names_a_decay_outside_the_range():
+  from lgcd_jax import config_check
+  from lgcd_jax.cli import UserError
+  for ok in (0.0, 0.5, 0.999):
+    config_check.validate(tiny_config(**{"train.ema_decay": ok}))
+  for bad in (1.0, -0.1, 2.0):
+    with pytest.raises(UserError, match="train.ema_decay"):
+      config_check.validate(tiny_config(**{"train.ema_decay": bad}))
