@@ -7,6 +7,8 @@ One global step counter runs over two stages:
 Every step is a pure jitted function of (state, batch, rng) with the state donated; the rng of step i is
 fold_in(seed key, i) and the batch of step i is a pure function of i, so a resumed run repeats exactly
 what an uninterrupted one would have done. Test is evaluated once, at the end, with the best checkpoint.
+With train.ema_decay > 0, validation, the best checkpoint and test use the weight average
+(`lgcd_jax/ema.py`).
 
 The loop never waits on the device between those actions: the batches of the next steps are made
 (and transferred) on a background thread (`data.prefetch`), and the losses stay on the device until
