@@ -77,10 +77,9 @@ EMA = {"train.ema_decay": 0.8, "train.steps": 20, "train.eval_every": 10,
        "train.checkpoint_every": 10, "train.patience": 100}
 
 
-def _states(workdir, config):
-  setup = builder.build(config, loading.load_dataset(config, workdir))
+def _states(workdir, like):
   ckpt = train.ckpt_lib.Checkpointer(workdir)
-  out = {kind: ckpt.restore(kind, setup.state) for kind in ("best", "latest")}
+  out = {kind: ckpt.restore(kind, like) for kind in ("best", "latest")}
   ckpt.close()
   return out
 
@@ -90,7 +89,8 @@ def test_a_run_selects_and_keeps_the_average_and_resumes_from_a_best_checkpoint(
   config = tiny_config(**EMA)
   ref = tmp_path / "ref"
   res = experiment.run(config, ref)
-  states = _states(ref, config)
+  like = builder.build(config, loading.load_dataset(config, ref)).state
+  states = _states(ref, like)
   (best, best_meta), (latest, latest_meta) = states["best"], states["latest"]
   assert best_meta["ema_in_model"] and not latest_meta["ema_in_model"]
   if best_meta["step"] == latest_meta["step"]:
@@ -125,7 +125,7 @@ def test_a_run_selects_and_keeps_the_average_and_resumes_from_a_best_checkpoint(
   assert again["best_step"] == res["best_step"] and again["steps_run"] == res["steps_run"] == 40
   assert again["valid"] == res["valid"] and again["test"] == res["test"]
   # The weights too, not only the coarse tiny metrics: resuming from the average would move them.
-  final_ref, final_cut = _states(ref, config)["latest"][0], _states(cut, config)["latest"][0]
+  final_ref, final_cut = _states(ref, like)["latest"][0], _states(cut, like)["latest"][0]
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
                nnx.to_pure_dict(final_ref), nnx.to_pure_dict(final_cut))
   saved = json.loads((cut / "results.json").read_text())
