@@ -73,8 +73,9 @@ def test_decay_outside_the_open_interval_is_refused():
       ema.track(bad)
 
 
-EMA = {"train.ema_decay": 0.8, "train.steps": 20, "train.eval_every": 10,
-       "train.checkpoint_every": 10, "train.patience": 100}
+# 10 encoder + 10 diffusion steps, evaluated and saved every 5 (the fewest that show a resume).
+EMA = {"train.ema_decay": 0.8, "train.encoder_steps": 10, "train.steps": 10, "train.eval_every": 5,
+       "train.checkpoint_every": 5, "train.log_every": 5, "train.patience": 100}
 
 
 def _states(workdir, like):
@@ -101,7 +102,7 @@ def test_a_run_selects_and_keeps_the_average_and_resumes_from_a_best_checkpoint(
   differ = jax.tree.leaves(jax.tree.map(lambda a, b: not np.allclose(a, b), raw, averaged))
   assert any(differ)  # the evaluated model is not the raw weights
 
-  # Interrupted after the first evaluation (step 30 of 40), with only its `best` checkpoint left:
+  # Interrupted after the first evaluation (step 15 of 20), with only its `best` checkpoint left:
   # the resume must swap the raw weights back and end where the uninterrupted run ended.
   cut = tmp_path / "cut"
   calls = {"n": 0}
@@ -109,7 +110,7 @@ def test_a_run_selects_and_keeps_the_average_and_resumes_from_a_best_checkpoint(
 
   def stop_mid_run(*args):
     calls["n"] += 1
-    if calls["n"] > 15:
+    if calls["n"] > 7:
       raise KeyboardInterrupt
     return step(*args)
 
@@ -118,11 +119,11 @@ def test_a_run_selects_and_keeps_the_average_and_resumes_from_a_best_checkpoint(
     experiment.run(config, cut)
   monkeypatch.setattr(train, "train_step", step)
   latest_dir = cut / "checkpoints" / "latest"
-  assert sorted(p.name for p in latest_dir.iterdir() if p.name.isdigit()) == ["30"]
-  assert (cut / "checkpoints" / "best" / "30").is_dir()
-  shutil.rmtree(latest_dir / "30")
+  assert sorted(p.name for p in latest_dir.iterdir() if p.name.isdigit()) == ["15"]
+  assert (cut / "checkpoints" / "best" / "15").is_dir()
+  shutil.rmtree(latest_dir / "15")
   again = experiment.run(config, cut)
-  assert again["best_step"] == res["best_step"] and again["steps_run"] == res["steps_run"] == 40
+  assert again["best_step"] == res["best_step"] and again["steps_run"] == res["steps_run"] == 20
   assert again["valid"] == res["valid"] and again["test"] == res["test"]
   # The weights too, not only the coarse tiny metrics: resuming from the average would move them.
   final_ref, final_cut = _states(ref, like)["latest"][0], _states(cut, like)["latest"][0]
