@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+from lgcd_jax import ema
 from lgcd_jax.cli import UserError
 from lgcd_jax.clues import bridge
 from lgcd_jax.data.pipeline import REAL_PAIRS, parse_length_buckets
@@ -82,9 +83,11 @@ def validate(config) -> None:
       except ValueError as e:
         raise UserError(f"config.{e}") from None
   decay = _get(config, "train.ema_decay")
-  if decay is not None and not (decay == 0 or 0 < decay < 1):
-    raise UserError(f"config.train.ema_decay must be 0 (no weight average) or in (0, 1); "
-                    f"got {decay!r}")
+  if decay:  # 0: no weight average; else the range `ema.track` accepts
+    try:
+      ema.track(decay)
+    except ValueError as e:
+      raise UserError(f"config.{e}") from None
   m = config.get("model")
   if m is not None and "guess_start_step" in m and "diffusion_steps" in m:
     if not 1 <= m.guess_start_step <= m.diffusion_steps:

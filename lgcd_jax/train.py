@@ -263,7 +263,7 @@ def train_and_evaluate(config, workdir: Path, ds: PreparedDataset, data: str,
   losses = _PendingLosses()
   window_start, window_steps = time.perf_counter(), 0
   prefetch = Prefetcher(batches_of, step, total if not finished else step, depth=2)
-  # A save in flight when the loop stops on an error or Ctrl-C still completes (ckpt.wait).
+  # Every save has finished when the loop ends, also when it stops on an error or Ctrl-C.
   with prefetch, contextlib.ExitStack() as finally_:
     finally_.callback(ckpt.wait)
     for at_step, batch in prefetch:
@@ -323,7 +323,6 @@ def train_and_evaluate(config, workdir: Path, ds: PreparedDataset, data: str,
       if early_stopped:
         break
   bar.close()
-  ckpt.wait()
 
   # Test is read once, with the best validation checkpoint (its model part is what was evaluated).
   try:
