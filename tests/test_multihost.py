@@ -11,7 +11,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 ARGS = ["--config=configs/tiny.py", "--config.train.encoder_steps=4", "--config.train.steps=6",
-        "--config.train.eval_every=6", "--config.train.log_every=1",
+        "--config.train.eval_every=3", "--config.train.log_every=1",
         "--config.train.checkpoint_every=3"]
 
 

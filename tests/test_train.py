@@ -46,7 +46,7 @@ def test_rerun_on_a_finished_workdir_gives_the_same_answer(trained_tiny, tmp_pat
 
 def _main(workdir, *extra):
   return [sys.executable, str(REPO / "main.py"), "--config=configs/tiny.py", f"--workdir={workdir}",
-          "--config.train.steps=30", "--config.train.checkpoint_every=10",
+          "--config.train.steps=60", "--config.train.checkpoint_every=10",
           "--config.train.patience=100", *extra]
 
 
@@ -61,7 +61,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
   deadline = time.time() + 300
   while time.time() < deadline and proc.poll() is None:
     steps = [p for p in latest.glob("*") if p.name.isdigit()] if latest.exists() else []
-    if steps and max(int(p.name) for p in steps) >= 30:  # mid diffusion stage (steps 21-50)
+    if steps and max(int(p.name) for p in steps) >= 40:  # mid diffusion stage
       break
     time.sleep(0.05)
   assert proc.poll() is None, "the run finished before it could be killed"
@@ -71,7 +71,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
   subprocess.run(_main(killed), cwd=REPO, env=env, check=True, capture_output=True, timeout=600)
   a = json.loads((ref / "results.json").read_text())
   b = json.loads((killed / "results.json").read_text())
-  assert b["steps_run"] == a["steps_run"] == 50
+  assert b["steps_run"] == a["steps_run"] == 80
   assert b["best_step"] == a["best_step"]
   assert b["test"] == a["test"] and b["valid"] == a["valid"]
 
