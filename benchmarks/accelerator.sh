@@ -30,8 +30,11 @@ DEVICE_PY=3.12  # the device image's python3
 
 prepare() {
   mkdir -p .whl .device_data
+  local exclude
+  exclude=$(git rev-parse --git-path info/exclude)  # kept out of git, as the device tool asks
+  mkdir -p "$(dirname "$exclude")"
   for p in .whl/ .device_data/; do
-    grep -qxF "/$p" .git/info/exclude 2>/dev/null || echo "/$p" >> .git/info/exclude
+    grep -qxF "/$p" "$exclude" 2>/dev/null || echo "/$p" >> "$exclude"
   done
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version "$DEVICE_PY" \
     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
