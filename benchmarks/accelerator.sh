@@ -6,7 +6,8 @@
 #   bash benchmarks/accelerator.sh run       # there: installs the carried wheels beside the
 #                                            # machine's own jax, prepares Food-Kitchen, benches
 #
-# `run` writes into $OUT (or the folder given as its second argument; default accelerator_out/):
+# `run` writes into the folder given as its second argument, else $OUT (the device tool's), else
+# accelerator_out/ (git-ignored):
 #   env.txt           python, jax / jaxlib / flax / optax versions, backend and devices
 #   sampling.json     `lgcd_jax.bench --json`: LGCD's default sampler (DDIM from the guess) and
 #                     DDPM, at BATCH_SIZES x PRECISIONS, Food-Kitchen shapes, fresh weights
@@ -22,14 +23,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# What the device image lacks of install_requires (it has jax, jaxlib with its CUDA plugin, numpy,
-# scipy, absl, etils, tensorstore, ...): the pinned pure-Python parts and grain's binary wheel.
+# What the device image lacks of install_requires (it has jax and jaxlib 0.11.2 with their CUDA
+# plugin, numpy, scipy, absl, etils, tensorstore, ...): grain's binary wheel and the pure-Python
+# parts at the project's pins, except flax: 0.12.8 does not import on jax 0.11.2, 0.12.12 does.
 WHEELS=(grain==0.2.18 array-record==0.8.6 ml-collections==1.1.0 portpicker==1.6.0 flax==0.12.12
         optax==0.2.8 orbax-checkpoint==0.12.8)
 DEVICE_PY=3.12  # the device image's python3
 
 prepare() {
-  mkdir -p .whl .device_data
+  rm -rf .whl && mkdir -p .whl .device_data  # one version of each wheel, or the install stops
   local exclude
   exclude=$(git rev-parse --git-path info/exclude)  # kept out of git, as the device tool asks
   mkdir -p "$(dirname "$exclude")"
