@@ -12,7 +12,8 @@
 #   sampling.json     `lgcd_jax.bench --json`: LGCD's default sampler (DDIM from the guess) and
 #                     DDPM, at BATCH_SIZES x PRECISIONS, Food-Kitchen shapes, fresh weights
 #   scale.json        the 1,000,000-item catalogue row (XLA's peak memory) and the train steps
-#   summary.txt       one line per row: users/s, FLOPs/user, share of the device's peak
+#   summary.txt       both files' rows as `python -m lgcd_jax.bench` prints them: users/s,
+#                     compile, FLOPs/user, FLOP/s, bound; catalogue memory; train steps' share
 #   *.log             each step's stderr
 # Each step has its own time limit, so one that runs long leaves the others' figures.
 #
@@ -83,7 +84,8 @@ EOF
     --precisions="${PRECISIONS:-float32,bfloat16}" --train_steps=0 \
     > "$out/sampling.json" 2> "$out/sampling.log" || rc_sampling=$?
   echo "sampling rows: exit $rc_sampling"
-  timeout "$limit" "${bench[@]}" --batch_sizes="${BATCH_SIZES%%,*}" --precisions=float32 \
+  # --nosampling: the first batch size's rows were timed above; this call adds the others only.
+  timeout "$limit" "${bench[@]}" --batch_sizes="${BATCH_SIZES%%,*}" --nosampling \
     --catalogue="${CATALOGUE:-1000000}" --train_steps="${TRAIN_STEPS:-20}" \
     > "$out/scale.json" 2> "$out/scale.log" || rc_scale=$?
   echo "catalogue row and train steps: exit $rc_scale"

@@ -474,8 +474,8 @@ def require_backend(backend: str | None, require_device: bool) -> str | None:
 def run(config, workdir: str | None, batch_sizes, precisions, repeats: int, train_steps: int,
         quick: bool, *, topk_chunk: int | None = None, topk_sweep=(), catalogue: int = 0,
         cfg_batched: bool | None = None, profile_dir: str | None = None,
-        population_buckets=(), micro_batch: int | None = None, timers: dict | None = None
-        ) -> dict:
+        population_buckets=(), micro_batch: int | None = None, timers: dict | None = None,
+        sampling: bool = True) -> dict:
   """The whole benchmark. topk_chunk: the streamed top-k's chunk (None: the model default,
   0: full scores); topk_sweep: chunk sizes to time scoring + top-k alone at (0: full);
   catalogue: items of a synthetic-catalogue row (0: none); train_steps=0: no train step;
@@ -483,7 +483,9 @@ def run(config, workdir: str | None, batch_sizes, precisions, repeats: int, trai
   row over every source-domain history in length-bucketed batches (`bench_population`; empty:
   none); micro_batch: users per group of the sampler's lax.map, sorted by length and each cut to
   its width (None: the backend's default, `inference.default_grouping`; 0: the whole batch at
-  once, maxlen wide); timers: filled by `bench_sampling` (see there)."""
+  once, maxlen wide); timers: filled by `bench_sampling` (see there); sampling=False: no
+  sampling rows (batch_sizes[0] still sets the batch of the catalogue, top-k and population
+  rows)."""
   workdir = Path(workdir or "workdirs/bench")
   ds = loading.load_dataset(config, workdir)
   setup = builder.build(config, ds, workdir)
@@ -507,9 +509,10 @@ def run(config, workdir: str | None, batch_sizes, precisions, repeats: int, trai
     batch_sizes, precisions, samplers, repeats, train_steps = [64], ["float32"], samplers, 2, 3
   device = jax.devices()[0]
   peak = device_peak(device.device_kind) or (None if quick else measure_peak())
-  rows = []
   for b in batch_sizes:
     sharding.check_batch_size(b, "sampling batch size")
+  rows = []
+  for b in batch_sizes if sampling else ():
     for sampler, steps in samplers:
       for precision in precisions:
         rows.append(bench_sampling(setup, state, b, sampler, steps, precision, repeats, peak,
@@ -626,6 +629,57 @@ HEADER = (f"{'batch':>6} {'samp':>5} {'steps':>5} {'precision':>9} {'users/s':>1
           f"{'bound':>8}")
 
 
+def print_result(result: dict) -> None:
+  """The table and lines `main` prints for one `run` result (also read back from `--json`
+  output by benchmarks/summarise_bench.py)."""
+  print(f"device: {result['device']}; backend {result['backend']}, devices "
+        f"{', '.join(result['devices'])}")
+  if result["peak"]:
+    p = result["peak"]
+    print(f"peak ({'measured: large matmul / array copy' if p.get('measured') else 'data sheet'}): "
+          f"float32 {p['float32']:.2e} FLOP/s, bfloat16 {p['bfloat16']:.2e} FLOP/s, "
+          f"{p['bandwidth']:.2e} B/s; ridge float32 {p['float32'] / p['bandwidth']:.1f} FLOP/B")
+  if result["sampling"]:
+    r = result["sampling"][0]
+    print(f"sampling in micro-batches of {r['micro_batch']} users sorted by length, cut to widths "
+          f"{r['group_widths'] or 'maxlen'}" if r.get("micro_batch")
+          else "sampling the whole batch at once")
+    print(HEADER)
+    for row in result["sampling"]:
+      print(_format_row(row))
+  for r in result.get("topk", []):
+    print(f"score + top-10 only: batch {r['batch_size']}, chunk {r['topk_chunk'] or 'full'}: "
+          f"{r['median_s'] * 1e3:.1f} ms ({r['users_per_s']:,.0f} users/s), peak "
+          f"{_mb(r.get('peak_bytes'))}")
+  for r in result.get("catalogue", []):
+    timed = r["median_s"] == r["median_s"]  # not NaN
+    print(f"catalogue {r['items']:,} items, batch {r['batch_size']}, {r['sampler']}-{r['steps']}, "
+          f"top-k chunk {r['topk_chunk'] or 'full'}: "
+          + (f"{r['users_per_s']:,.0f} users/s, " if timed else "compiled only, ")
+          + f"{r['flops_per_user']:.3e} FLOPs/user, peak {_mb(r.get('peak_bytes'))} "
+          f"(temporaries {_mb(r.get('temp_bytes'))}, arguments {_mb(r.get('argument_bytes'))})")
+  if "population" in result:
+    r = result["population"]
+    print(f"population: {r['users']:,} source histories, batch {r['batch_size']}, "
+          f"{r['sampler']}-{r['steps']}, widths {r['buckets']}: {r['users_per_s']:,.0f} users/s, "
+          + (f"{r['flops_per_user']:.3e} FLOPs/user" if r["flops_per_user"] else "FLOPs unknown")
+          + f" (compile {r['compile_s']:.1f}s; batches per width: "
+          + ", ".join(f"{w['width']}: {w['batches']}" for w in r["widths"]) + ")")
+  if "train" in result:
+    for t in (result["train"]["encoder"], result["train"]):
+      flops = (f", {t['flops_per_user']:.3e} FLOPs/user, {t['achieved_flops_per_s']:.3e} FLOP/s"
+               if t.get("flops_per_user") else "")
+      share = f" ({t['peak_fraction']:.0%} of peak)" if t.get("peak_fraction") else ""
+      shapes = f", {t['shapes']} batch shapes" if t.get("shapes", 1) > 1 else ""
+      print(f"train step, {t['stage']} stage: batch {t['batch_size']}, {t['users_per_s']:,.0f} "
+            f"users/s{flops}{share} (compile {t['compile_s']:.1f}s{shapes})")
+      if "profile" in t:
+        print("  op time by kind (summed over threads): " + (", ".join(
+            f"{p['op']} {p['share']:.0%}" for p in t["profile"]) or "no op events in the trace"))
+  if "peer" in result:
+    print_peer(result)
+
+
 def _define_flags():
   """CLI flags, defined only when run as a program (importing the module defines none)."""
   config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
@@ -637,6 +691,9 @@ def _define_flags():
                     "Sampling batch sizes (empty: no sampling rows, e.g. to bench the train steps "
                     "only with --train_steps).")
   flags.DEFINE_list("precisions", ["float32", "bfloat16"], "Sampling precisions.")
+  flags.DEFINE_bool("sampling", True, "Time the sampling rows; --nosampling keeps only the rows "
+                    "other flags ask for (--catalogue, --topk_sweep, --population_buckets, the "
+                    "train steps), at the first of --batch_sizes.")
   flags.DEFINE_integer("repeats", 5, "Timed calls per setting.")
   flags.DEFINE_integer("train_steps", 20, "Timed train steps (0: no train row).")
   flags.DEFINE_integer("topk_chunk", None, "Items per chunk of the streamed top-k (default: "
@@ -692,12 +749,15 @@ def main(argv):
                             or f.population_buckets):
       raise cli.UserError("--compare_peer, --topk_sweep, --catalogue and --population_buckets "
                           "need a --batch_sizes (an empty one benches the train steps only)")
+    if f.compare_peer and not f.sampling:
+      raise cli.UserError("--compare_peer compares the sampling rows: it cannot run with "
+                          "--nosampling")
     timers = {}
     result = run(config, f.workdir, batch_sizes, f.precisions, f.repeats, f.train_steps, f.quick,
                  topk_chunk=f.topk_chunk, topk_sweep=f.topk_sweep, catalogue=f.catalogue,
                  cfg_batched={"auto": None, "batched": True, "two": False}[f.cfg_form],
                  profile_dir=f.profile_dir, population_buckets=f.population_buckets,
-                 micro_batch=f.micro_batch, timers=timers)
+                 micro_batch=f.micro_batch, timers=timers, sampling=f.sampling)
     if f.compare_peer:
       result["peer"] = run_peer(f.compare_peer, result, batch_sizes[0], f.repeats)
       if f.peer_rounds:
@@ -706,53 +766,7 @@ def main(argv):
   if f.json:
     print(json.dumps(result))
     return
-  print(f"device: {result['device']}; backend {result['backend']}, devices "
-        f"{', '.join(result['devices'])}")
-  if result["peak"]:
-    p = result["peak"]
-    print(f"peak ({'measured: large matmul / array copy' if p.get('measured') else 'data sheet'}): "
-          f"float32 {p['float32']:.2e} FLOP/s, bfloat16 {p['bfloat16']:.2e} FLOP/s, "
-          f"{p['bandwidth']:.2e} B/s; ridge float32 {p['float32'] / p['bandwidth']:.1f} FLOP/B")
-  if result["sampling"]:
-    r = result["sampling"][0]
-    print(f"sampling in micro-batches of {r['micro_batch']} users sorted by length, cut to widths "
-          f"{r['group_widths'] or 'maxlen'}" if r.get("micro_batch")
-          else "sampling the whole batch at once")
-  print(HEADER)
-  for row in result["sampling"]:
-    print(_format_row(row))
-  for r in result.get("topk", []):
-    print(f"score + top-10 only: batch {r['batch_size']}, chunk {r['topk_chunk'] or 'full'}: "
-          f"{r['median_s'] * 1e3:.1f} ms ({r['users_per_s']:,.0f} users/s), peak "
-          f"{_mb(r.get('peak_bytes'))}")
-  for r in result.get("catalogue", []):
-    timed = r["median_s"] == r["median_s"]  # not NaN
-    print(f"catalogue {r['items']:,} items, batch {r['batch_size']}, {r['sampler']}-{r['steps']}, "
-          f"top-k chunk {r['topk_chunk'] or 'full'}: "
-          + (f"{r['users_per_s']:,.0f} users/s, " if timed else "compiled only, ")
-          + f"{r['flops_per_user']:.3e} FLOPs/user, peak {_mb(r.get('peak_bytes'))} "
-          f"(temporaries {_mb(r.get('temp_bytes'))}, arguments {_mb(r.get('argument_bytes'))})")
-  if "population" in result:
-    r = result["population"]
-    print(f"population: {r['users']:,} source histories, batch {r['batch_size']}, "
-          f"{r['sampler']}-{r['steps']}, widths {r['buckets']}: {r['users_per_s']:,.0f} users/s, "
-          + (f"{r['flops_per_user']:.3e} FLOPs/user" if r["flops_per_user"] else "FLOPs unknown")
-          + f" (compile {r['compile_s']:.1f}s; batches per width: "
-          + ", ".join(f"{w['width']}: {w['batches']}" for w in r["widths"]) + ")")
-  if "train" in result:
-    for t in (result["train"]["encoder"], result["train"]):
-      flops = (f", {t['flops_per_user']:.3e} FLOPs/user, {t['achieved_flops_per_s']:.3e} FLOP/s"
-               if t.get("flops_per_user") else "")
-      share = f" ({t['peak_fraction']:.0%} of peak)" if t.get("peak_fraction") else ""
-      shapes = f", {t['shapes']} batch shapes" if t.get("shapes", 1) > 1 else ""
-      print(f"train step, {t['stage']} stage: batch {t['batch_size']}, {t['users_per_s']:,.0f} "
-            f"users/s{flops}{share} (compile {t['compile_s']:.1f}s{shapes})")
-      if "profile" in t:
-        print("  op time by kind (summed over threads): " + (", ".join(
-            f"{p['op']} {p['share']:.0%}" for p in t["profile"]) or "no op events in the trace"))
-  if "peer" in result:
-    print_peer(result)
-
+  print_result(result)
 
 def _mb(n) -> str:
   return "-" if n is None else f"{n / 2**20:,.0f} MiB"

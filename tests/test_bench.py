@@ -32,6 +32,20 @@ def test_quick_bench_reports_every_field(trained_tiny, tmp_path):
     assert row["profile"] and {"op", "ms", "share", "count"} <= set(row["profile"][0])
 
 
+def test_the_printed_report_has_a_line_per_row(trained_tiny, capsys):
+  # --nosampling: the sampling rows are skipped, the catalogue row still runs at the batch size.
+  result = bench.run(tiny.get_config(), str(trained_tiny[0]), [64], ["float32"], 1, 0, False,
+                     catalogue=500, sampling=False)
+  assert result["sampling"] == [] and len(result["catalogue"]) == 2
+  assert result["catalogue"][0]["batch_size"] == 64 and result["catalogue"][0]["items"] == 500
+  result["sampling"] = [dict(result["catalogue"][0], users_per_s=12345.0)]
+  bench.print_result(json.loads(json.dumps(result)))  # as read back from --json output
+  out = capsys.readouterr().out
+  assert out.startswith("device: ") and "peak (measured" in out
+  assert bench.HEADER in out and bench._format_row(result["sampling"][0]) in out
+  assert out.count("catalogue 500 items, batch 64") == 2 and "train step" not in out
+
+
 def test_peak_table_lookup():
   assert bench.device_peak("NVIDIA H200")["bfloat16"] > 0
   assert bench.device_peak("cpu") is None
