@@ -84,7 +84,8 @@ EOF
     --precisions="${PRECISIONS:-float32,bfloat16}" --train_steps=0 \
     > "$out/sampling.json" 2> "$out/sampling.log" || rc_sampling=$?
   echo "sampling rows: exit $rc_sampling"
-  # --nosampling: the first batch size's rows were timed above; this call adds the others only.
+  # --nosampling: the sampling rows were timed above; this call adds the catalogue row and the
+  # train steps only.
   timeout "$limit" "${bench[@]}" --batch_sizes="${BATCH_SIZES%%,*}" --nosampling \
     --catalogue="${CATALOGUE:-1000000}" --train_steps="${TRAIN_STEPS:-20}" \
     > "$out/scale.json" 2> "$out/scale.log" || rc_scale=$?

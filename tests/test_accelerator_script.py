@@ -5,6 +5,8 @@ import json
 import subprocess
 from pathlib import Path
 
+from lgcd_jax import bench
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -53,7 +55,7 @@ def test_summary_prints_the_bench_report_and_skips_a_bad_file(tmp_path, capsys):
   assert _summarise().main([str(p) for p in paths]) == 0
   out = capsys.readouterr().out
   # The bench's own table row and lines (bench.print_result), not a second formatter.
-  assert bench_format(row) in out
+  assert bench._format_row(row) in out
   assert "device: 1 x NVIDIA H200 (gpu); backend gpu, devices cuda:0" in out
   assert "catalogue 1,000,000 items, batch 1024, ddim-10, top-k chunk 2048: 2,048 users/s" in out
   assert "top-k chunk full: compiled only, 3.000e+08 FLOPs/user, peak 5,000 MiB" in out
@@ -63,8 +65,3 @@ def test_summary_prints_the_bench_report_and_skips_a_bad_file(tmp_path, capsys):
   assert f"{cut}: no JSON result" in out
   assert "missing.json: not read" in out
   assert f"{other}: not a bench result of this version (KeyError" in out
-
-
-def bench_format(row: dict) -> str:
-  from lgcd_jax import bench
-  return bench._format_row(row)
